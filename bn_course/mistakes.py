@@ -1,0 +1,372 @@
+"""The catalogue of known mistakes: data, not code paths.
+
+Each entry names one mistake in one exercise and carries a *variant*: an
+implementation that makes exactly that mistake. When a student's answer is
+wrong, the checker runs every variant of the exercise on the same hidden cases;
+a variant whose outputs match the student's gives the diagnosis and the hint.
+So a mistake is recognised however it is written.
+
+A few mistakes are *detected* rather than matched: changing an input in place,
+and calling a ready-made batch norm (PyTorch's, or this course's own answers).
+"""
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from bn_course.reference import numpy as ref
+
+
+@dataclass(frozen=True)
+class Mistake:
+    id: str
+    exercise: str
+    variant: Callable
+    diagnosis: str
+    hint: str
+
+
+# --- building blocks for the variants --------------------------------------
+
+def _mean(x):
+    return x.mean(axis=0)
+
+
+def _normalized(x, eps, ddof=0, axis=0, eps_outside=False, sqrt=True):
+    """x_hat with one knob per classic mistake."""
+    centred = x - x.mean(axis=axis, keepdims=True)
+    var = x.var(axis=axis, ddof=ddof, keepdims=True)
+    if eps_outside:
+        return centred / (np.sqrt(var) + eps)
+    return centred / (np.sqrt(var + eps) if sqrt else var + eps)
+
+
+def _in_place_normalize(x, mean, var, eps=1e-5):
+    x -= mean
+    x /= np.sqrt(var + eps)
+    return x
+
+
+def _torch_batch_norm(x, gamma, beta, eps=1e-5):
+    import torch
+    import torch.nn.functional as F
+    out = F.batch_norm(torch.from_numpy(x), None, None, torch.from_numpy(gamma),
+                       torch.from_numpy(beta), training=True, eps=eps)
+    return out.numpy()
+
+
+class _BuggyBatchNorm1d:
+    """A NumPy BatchNorm1d with one mistake switched on (a class attribute).
+
+    Self-contained on purpose: the checker flags any candidate that calls the
+    course's reference, and these variants are played as candidates in tests."""
+
+    flipped_momentum = False   # running = momentum * running + (1 - momentum) * batch
+    biased_running_var = False
+    updates_in_eval = False
+    no_update_in_train = False
+    updates_before_normalizing = False
+    batch_stats_in_eval = False
+    no_error_for_one = False
+    running_var_start = 1.0
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1):
+        self.eps, self.momentum, self.training = eps, momentum, True
+        self.gamma, self.beta = np.ones(num_features), np.zeros(num_features)
+        self.running_mean = np.zeros(num_features)
+        self.running_var = np.full(num_features, self.running_var_start)
+
+    def train(self):
+        self.training = True
+
+    def eval(self):
+        self.training = False
+
+    def _update(self, x):
+        weight_new = 1 - self.momentum if self.flipped_momentum else self.momentum
+        var = x.var(axis=0, ddof=0 if self.biased_running_var else 1)
+        self.running_mean = (1 - weight_new) * self.running_mean + weight_new * _mean(x)
+        self.running_var = (1 - weight_new) * self.running_var + weight_new * var
+
+    def _scale_shift(self, x, mean, var):
+        return self.gamma * (x - mean) / np.sqrt(var + self.eps) + self.beta
+
+    def __call__(self, x):
+        if self.training and len(x) < 2:
+            if not self.no_error_for_one:
+                raise ValueError("need at least two examples in train mode")
+            return np.broadcast_to(self.beta, x.shape).copy()
+        if self.training and self.updates_before_normalizing:
+            self._update(x)
+        use_batch = self.training and not self.updates_before_normalizing
+        if use_batch or (not self.training and self.batch_stats_in_eval):
+            out = self._scale_shift(x, _mean(x), x.var(axis=0))
+        else:
+            out = self._scale_shift(x, self.running_mean, self.running_var)
+        should_update = (not self.no_update_in_train and not self.updates_before_normalizing
+                         if self.training else self.updates_in_eval)
+        if should_update:
+            self._update(x)
+        return out
+
+
+def _layer_with(**bugs):
+    return type("BuggyBatchNorm1d", (_BuggyBatchNorm1d,), bugs)
+
+
+def _backward_with(dx_terms="all", dgamma_of="x_hat", sum_axis=0, ddof=0, use_gamma=True):
+    """A batchnorm_backward with one knob per classic mistake."""
+
+    def backward(dout, x, gamma, eps=1e-5):
+        n = x.shape[0]
+        centred = x - x.mean(axis=0)
+        inv_std = 1 / np.sqrt(x.var(axis=0, ddof=ddof) + eps)
+        x_hat = centred * inv_std
+        dbeta = dout.sum(axis=sum_axis)
+        dgamma = (dout * (x_hat if dgamma_of == "x_hat" else x)).sum(axis=sum_axis)
+        scale = (gamma if use_gamma else 1.0) * inv_std
+        if dx_terms == "none":
+            dx = dout * scale
+        elif dx_terms == "mean_only":
+            dx = scale * (dout - dout.mean(axis=0))
+        else:
+            dx = scale * (dout - dout.mean(axis=0) - x_hat * (dout * x_hat).sum(axis=0) / n)
+        return dx, dgamma, dbeta
+
+    return backward
+
+
+def _forward2d_over(axes, ddof=0):
+    def forward(x, gamma, beta, eps=1e-5):
+        centred = x - x.mean(axis=axes, keepdims=True)
+        x_hat = centred / np.sqrt(x.var(axis=axes, ddof=ddof, keepdims=True) + eps)
+        return x_hat * gamma.reshape(1, -1, 1, 1) + beta.reshape(1, -1, 1, 1)
+    return forward
+
+
+BIASED_HINT = ("Normalize with the biased variance: divide by N, as np.var(x, axis=0) does "
+               "by default (ddof=0). PyTorch does the same.")
+EPS_HINT = "eps goes inside the square root: (x - mean) / np.sqrt(var + eps)."
+AXIS_HINT = ("x has shape (N, D): one row per example. Reduce over the batch axis, axis=0, "
+             "to get one value per feature.")
+
+CATALOGUE = [
+    # --- batch_mean ---
+    Mistake("axis-0-vs-1", "batch_mean", lambda x: x.mean(axis=1),
+            "You averaged over the features of each example (axis=1), giving one value per "
+            "example instead of one per feature.", AXIS_HINT),
+    Mistake("no-axis", "batch_mean", lambda x: np.mean(x),
+            "You averaged over every value in the batch, giving a single number.", AXIS_HINT),
+    Mistake("sum-not-mean", "batch_mean", lambda x: x.sum(axis=0),
+            "You returned the sum over the batch, not the mean.",
+            "Divide the sum by the number of examples N = x.shape[0], or use x.mean(axis=0)."),
+    # --- batch_var ---
+    Mistake("axis-0-vs-1", "batch_var", lambda x: x.var(axis=1),
+            "You took the variance across the features of each example (axis=1).", AXIS_HINT),
+    Mistake("unbiased-variance", "batch_var", lambda x: x.var(axis=0, ddof=1),
+            "You divided by N - 1 (the unbiased estimator, like np.var(x, ddof=1) or "
+            "torch.var's default).", BIASED_HINT),
+    Mistake("std-instead-of-var", "batch_var", lambda x: x.std(axis=0),
+            "You returned the standard deviation, the square root of the variance.",
+            "The variance is the mean of the squared deviations: do not take the square root."),
+    Mistake("forgot-to-centre", "batch_var", lambda x: (x ** 2).mean(axis=0),
+            "You averaged x**2 without subtracting the mean first.",
+            "Subtract the per-feature mean, then average the squared deviations."),
+    Mistake("no-axis", "batch_var", lambda x: np.var(x),
+            "You took one variance over every value in the batch.", AXIS_HINT),
+    # --- normalize ---
+    Mistake("eps-outside-sqrt", "normalize",
+            lambda x, mean, var, eps=1e-5: (x - mean) / (np.sqrt(var) + eps),
+            "You added eps to the standard deviation, outside the square root.", EPS_HINT),
+    Mistake("forgot-eps", "normalize", lambda x, mean, var, eps=1e-5: (x - mean) / np.sqrt(var),
+            "You left out eps, so a feature with zero variance divides 0 by 0.", EPS_HINT),
+    Mistake("var-instead-of-std", "normalize",
+            lambda x, mean, var, eps=1e-5: (x - mean) / (var + eps),
+            "You divided by the variance instead of the standard deviation.",
+            "Divide by np.sqrt(var + eps): the standard deviation has the units of x."),
+    Mistake("forgot-to-centre", "normalize", lambda x, mean, var, eps=1e-5: x / np.sqrt(var + eps),
+            "You scaled x but did not subtract the mean.", "Compute (x - mean) first."),
+    Mistake("ignores-given-statistics", "normalize",
+            lambda x, mean, var, eps=1e-5: (x - _mean(x)) / np.sqrt(x.var(axis=0) + eps),
+            "You recomputed the mean and variance from x instead of using the mean and var "
+            "you were given.",
+            "Use the arguments: later the same function normalizes with running statistics."),
+    Mistake("modifies-input", "normalize", _in_place_normalize,
+            "Your function changed an input array in place (e.g. `x -= mean`), so the caller's "
+            "data is gone.",
+            "Build a new array instead: `centred = x - mean` leaves x untouched."),
+    # --- batchnorm_forward ---
+    Mistake("gamma-beta-swapped", "batchnorm_forward",
+            lambda x, gamma, beta, eps=1e-5: beta * _normalized(x, eps) + gamma,
+            "You swapped gamma and beta: gamma scales and beta shifts.",
+            "Return gamma * x_hat + beta."),
+    Mistake("forgot-shift", "batchnorm_forward",
+            lambda x, gamma, beta, eps=1e-5: gamma * _normalized(x, eps),
+            "You scaled by gamma but never added beta.", "Return gamma * x_hat + beta."),
+    Mistake("forgot-scale", "batchnorm_forward",
+            lambda x, gamma, beta, eps=1e-5: _normalized(x, eps) + beta,
+            "You added beta but never multiplied by gamma.", "Return gamma * x_hat + beta."),
+    Mistake("returns-normalized-not-scaled", "batchnorm_forward",
+            lambda x, gamma, beta, eps=1e-5: _normalized(x, eps),
+            "You returned the normalized x_hat without the scale and shift.",
+            "Finish with gamma * x_hat + beta: the layer learns gamma and beta."),
+    Mistake("unbiased-variance", "batchnorm_forward",
+            lambda x, gamma, beta, eps=1e-5: gamma * _normalized(x, eps, ddof=1) + beta,
+            "You normalized with the unbiased variance (divide by N - 1).", BIASED_HINT),
+    Mistake("eps-outside-sqrt", "batchnorm_forward",
+            lambda x, gamma, beta, eps=1e-5: gamma * _normalized(x, eps, eps_outside=True) + beta,
+            "You added eps to the standard deviation, outside the square root.", EPS_HINT),
+    Mistake("forgot-eps", "batchnorm_forward",
+            lambda x, gamma, beta, eps=1e-5: gamma * _normalized(x, 0.0) + beta,
+            "You left out eps.", EPS_HINT),
+    Mistake("axis-0-vs-1", "batchnorm_forward",
+            lambda x, gamma, beta, eps=1e-5: gamma * _normalized(x, eps, axis=1) + beta,
+            "You normalized each example across its features (axis=1): that is LayerNorm, "
+            "not BatchNorm.", AXIS_HINT),
+    Mistake("var-instead-of-std", "batchnorm_forward",
+            lambda x, gamma, beta, eps=1e-5: gamma * _normalized(x, eps, sqrt=False) + beta,
+            "You divided by the variance instead of the standard deviation.",
+            "Divide by np.sqrt(var + eps)."),
+    Mistake("calls-course-reference", "batchnorm_forward",
+            lambda x, gamma, beta, eps=1e-5: ref.batchnorm_forward(x, gamma, beta, eps),
+            "Your function calls the course's own answer in bn_course.reference.",
+            "Write it yourself with NumPy: the exercise is the implementation."),
+    Mistake("uses-builtin-batchnorm", "batchnorm_forward", _torch_batch_norm,
+            "Your function calls PyTorch's batch norm (F.batch_norm, torch.batch_norm or "
+            "nn.BatchNorm*).",
+            "Write it yourself from the formula: that is the whole exercise."),
+    # --- update_running_stats ---
+    Mistake("momentum-convention-flipped", "update_running_stats",
+            lambda rm, rv, x, momentum=0.1: (momentum * rm + (1 - momentum) * _mean(x),
+                                             momentum * rv + (1 - momentum) * x.var(0, ddof=1)),
+            "You used momentum as the weight of the OLD value (Keras' convention).",
+            "In PyTorch momentum weighs the new batch: "
+            "running = (1 - momentum) * running + momentum * batch."),
+    Mistake("running-var-biased", "update_running_stats",
+            lambda rm, rv, x, momentum=0.1: ((1 - momentum) * rm + momentum * _mean(x),
+                                             (1 - momentum) * rv + momentum * x.var(0)),
+            "You updated the running variance with the biased batch variance (divide by N).",
+            "The running variance estimates the population's: use the unbiased batch variance, "
+            "np.var(x, axis=0, ddof=1), as PyTorch does."),
+    Mistake("returns-batch-statistics", "update_running_stats",
+            lambda rm, rv, x, momentum=0.1: (_mean(x), x.var(0, ddof=1)),
+            "You returned the batch statistics and dropped the running ones.",
+            "Blend them: (1 - momentum) * running + momentum * batch."),
+    Mistake("running-var-from-std", "update_running_stats",
+            lambda rm, rv, x, momentum=0.1: ((1 - momentum) * rm + momentum * _mean(x),
+                                             (1 - momentum) * rv + momentum * x.std(0, ddof=1)),
+            "You blended the batch standard deviation into the running VARIANCE.",
+            "Use np.var(x, axis=0, ddof=1) for the running variance."),
+    Mistake("forgot-running-var", "update_running_stats",
+            lambda rm, rv, x, momentum=0.1: ((1 - momentum) * rm + momentum * _mean(x), rv),
+            "You updated the running mean but returned the running variance unchanged.",
+            "Update both statistics with the same rule."),
+    # --- batchnorm_eval ---
+    Mistake("batch-stats-in-eval", "batchnorm_eval",
+            lambda x, rm, rv, gamma, beta, eps=1e-5: gamma * _normalized(x, eps) + beta,
+            "You normalized with the batch's own statistics. In eval mode the running "
+            "statistics are used, so one example's output does not depend on the others.",
+            "Use running_mean and running_var instead of x.mean and x.var."),
+    Mistake("eps-outside-sqrt", "batchnorm_eval",
+            lambda x, rm, rv, gamma, beta, eps=1e-5: gamma * (x - rm) / (np.sqrt(rv) + eps) + beta,
+            "You added eps to the standard deviation, outside the square root.", EPS_HINT),
+    Mistake("gamma-beta-swapped", "batchnorm_eval",
+            lambda x, rm, rv, gamma, beta, eps=1e-5: beta * (x - rm) / np.sqrt(rv + eps) + gamma,
+            "You swapped gamma and beta.", "Return gamma * x_hat + beta."),
+    Mistake("var-instead-of-std", "batchnorm_eval",
+            lambda x, rm, rv, gamma, beta, eps=1e-5: gamma * (x - rm) / (rv + eps) + beta,
+            "You divided by the running variance instead of its square root.",
+            "Divide by np.sqrt(running_var + eps)."),
+    Mistake("returns-normalized-not-scaled", "batchnorm_eval",
+            lambda x, rm, rv, gamma, beta, eps=1e-5: (x - rm) / np.sqrt(rv + eps),
+            "You returned x_hat without the scale and shift.", "Return gamma * x_hat + beta."),
+    # --- BatchNorm1d ---
+    Mistake("updates-in-eval", "BatchNorm1d", _layer_with(updates_in_eval=True),
+            "Your layer changes its running statistics in eval mode.",
+            "Only train mode updates them; eval mode just reads them."),
+    Mistake("no-update-in-train", "BatchNorm1d", _layer_with(no_update_in_train=True),
+            "Your layer never updates its running statistics in train mode.",
+            "In train mode, after computing the output, update running_mean and running_var "
+            "(update_running_stats)."),
+    Mistake("updates-before-normalizing", "BatchNorm1d",
+            _layer_with(updates_before_normalizing=True),
+            "In train mode your layer updates the running statistics first and normalizes "
+            "with them, instead of with the batch's statistics.",
+            "Train mode normalizes with the batch mean and variance; the update is a side effect."),
+    Mistake("batch-stats-in-eval", "BatchNorm1d", _layer_with(batch_stats_in_eval=True),
+            "In eval mode your layer normalizes with the batch's statistics.",
+            "In eval mode use running_mean and running_var (batchnorm_eval)."),
+    Mistake("momentum-convention-flipped", "BatchNorm1d", _layer_with(flipped_momentum=True),
+            "Your layer uses momentum as the weight of the OLD running value.",
+            "PyTorch: running = (1 - momentum) * running + momentum * batch."),
+    Mistake("running-var-biased", "BatchNorm1d", _layer_with(biased_running_var=True),
+            "Your layer updates the running variance with the biased batch variance.",
+            "Use the unbiased batch variance (ddof=1) for the running variance."),
+    Mistake("no-error-for-batch-of-one", "BatchNorm1d", _layer_with(no_error_for_one=True),
+            "In train mode your layer accepts a batch of one example, whose variance is 0.",
+            "Raise ValueError when x.shape[0] < 2 in train mode, as PyTorch does."),
+    Mistake("running-var-starts-at-zero", "BatchNorm1d", _layer_with(running_var_start=0.0),
+            "Your layer starts with running_var = 0.",
+            "Start with running_mean = zeros and running_var = ones, as PyTorch does: an "
+            "untrained layer in eval mode then leaves its input unchanged."),
+    # --- keras_to_torch_momentum ---
+    Mistake("keras-momentum-not-converted", "keras_to_torch_momentum", lambda m: m,
+            "You returned Keras' momentum unchanged.",
+            "Keras' momentum weighs the old value, PyTorch's the new one: they add up to 1."),
+    Mistake("keras-conversion-sign-flipped", "keras_to_torch_momentum", lambda m: m - 1,
+            "You returned m - 1, a negative momentum.", "PyTorch's momentum is 1 - m."),
+]
+
+
+_BACKWARD_MISTAKES = [
+    ("dbeta-sum-wrong-axis", _backward_with(sum_axis=1),
+     "Your dbeta and dgamma sum over the features (axis=1) instead of over the batch.",
+     "beta and gamma have one entry per feature: sum their gradients over axis=0."),
+    ("dgamma-uses-x-not-xhat", _backward_with(dgamma_of="x"),
+     "Your dgamma multiplies dout by x instead of by the normalized x_hat.",
+     "out = gamma * x_hat + beta, so dgamma = sum(dout * x_hat, axis=0)."),
+    ("dx-missing-mean-terms", _backward_with(dx_terms="none"),
+     "Your dx treats the mean and variance as constants (dx = dout * gamma / std).",
+     "The batch mean and variance depend on every x: follow both extra paths through "
+     "the graph (or use the compact formula)."),
+    ("dx-only-right-for-ones-dout", _backward_with(dx_terms="mean_only"),
+     "Your dx is missing the term through the variance, x_hat * mean(dout * x_hat). It "
+     "vanishes when dout is all ones, which is why a check with dout = ones passes.",
+     "dx = gamma / std * (dout - mean(dout) - x_hat * mean(dout * x_hat))."),
+    ("dx-forgot-gamma", _backward_with(use_gamma=False),
+     "Your dx leaves out gamma.", "The output is gamma * x_hat + beta: dx_hat = dout * gamma."),
+    ("unbiased-variance", _backward_with(ddof=1),
+     "Your backward pass uses the unbiased variance (N - 1).", BIASED_HINT),
+]
+
+CATALOGUE += [Mistake(mistake_id, exercise, variant, diagnosis, hint)
+              for exercise in ("batchnorm_backward", "batchnorm_backward_compact")
+              for mistake_id, variant, diagnosis, hint in _BACKWARD_MISTAKES]
+
+CHANNEL_HINT = ("x has shape (N, C, H, W): every channel has one mean and one variance, "
+                "taken over axis=(0, 2, 3).")
+CATALOGUE += [
+    Mistake("stats-over-hw-only", "batchnorm2d_forward", _forward2d_over((2, 3)),
+            "You took statistics over H and W of each image separately (InstanceNorm).",
+            CHANNEL_HINT),
+    Mistake("stats-over-n-only", "batchnorm2d_forward", _forward2d_over(0),
+            "You took statistics over the batch axis only, one per pixel and channel.",
+            CHANNEL_HINT),
+    Mistake("stats-per-example", "batchnorm2d_forward", _forward2d_over((1, 2, 3)),
+            "You normalized each example over all its channels and pixels (LayerNorm).",
+            CHANNEL_HINT),
+    Mistake("unbiased-variance", "batchnorm2d_forward", _forward2d_over((0, 2, 3), ddof=1),
+            "You normalized with the unbiased variance.", BIASED_HINT),
+]
+
+# Detected, not matched: these ids are reported for any exercise.
+DETECTED = {
+    "modifies-input": next(m for m in CATALOGUE if m.id == "modifies-input"),
+    "calls-course-reference": next(m for m in CATALOGUE if m.id == "calls-course-reference"),
+    "uses-builtin-batchnorm": next(m for m in CATALOGUE if m.id == "uses-builtin-batchnorm"),
+}
+
+
+def mistakes_for(exercise):
+    return [m for m in CATALOGUE if m.exercise == exercise]

@@ -1,0 +1,313 @@
+"""Batch normalization in plain NumPy: the course's answers, written to be read.
+
+Shapes: ``x`` is ``(N, D)`` (a batch of N examples with D features) unless a
+function says ``(N, C, H, W)``. Statistics are per feature (per channel for
+images), taken over the batch axis. The conventions are PyTorch's:
+
+* normalize with the *biased* batch variance (divide by N) and put ``eps``
+  *inside* the square root;
+* the running variance is updated with the *unbiased* variance (divide by N-1);
+* ``momentum`` is the weight of the new value:
+  ``running = (1 - momentum) * running + momentum * batch``.
+"""
+
+import math
+
+import numpy as np
+
+__all__ = [
+    "batch_mean",
+    "batch_var",
+    "normalize",
+    "batchnorm_forward",
+    "update_running_stats",
+    "batchnorm_eval",
+    "BatchNorm1d",
+    "keras_to_torch_momentum",
+    "batchnorm_backward",
+    "batchnorm_backward_compact",
+    "batchnorm2d_forward",
+    "layernorm_forward",
+    "groupnorm_forward",
+    "fold_batchnorm",
+]
+
+
+# --- input validation: clear messages instead of NumPy broadcasting errors ---
+
+def _as_batch(x, ndim=2, name="x"):
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{name} must be a NumPy array, got {type(x).__name__}")
+    if x.ndim != ndim:
+        layout = "(N, D)" if ndim == 2 else "(N, C, H, W)"
+        raise ValueError(f"{name} must be {ndim}-D {layout}, got shape {x.shape}")
+    return x
+
+
+def _as_per_feature(p, num_features, name):
+    p = np.asarray(p)
+    if p.size != num_features:
+        raise ValueError(
+            f"{name} must hold one value per feature ({num_features}), got shape {p.shape}")
+    return p.reshape(num_features)
+
+
+def _check_eps(eps):
+    if not (math.isfinite(eps) and eps >= 0):
+        raise ValueError(f"eps must be a finite number >= 0, got {eps}")
+
+
+def _check_momentum(momentum):
+    if not (math.isfinite(momentum) and 0 <= momentum <= 1):
+        raise ValueError(f"momentum must be a finite number in [0, 1], got {momentum}")
+
+
+def _require_two_examples(n):
+    if n < 2:
+        raise ValueError(
+            "BatchNorm in training mode needs more than one value per feature "
+            f"(got a batch of {n}): the batch variance of one example is 0")
+
+
+# --- 01: batch statistics ---
+
+def batch_mean(x):
+    """Per-feature mean over the batch. x: (N, D) -> (D,)"""
+    return _as_batch(x).mean(axis=0)
+
+
+def batch_var(x):
+    """Per-feature *biased* variance (divide by N). x: (N, D) -> (D,)
+
+    Two passes (mean first, then squared deviations) so that a large offset
+    such as 1e4 +- 1 does not cancel away the digits that matter.
+    """
+    x = _as_batch(x)
+    centred = x - x.mean(axis=0)
+    return np.einsum("nd,nd->d", centred, centred) / x.shape[0]
+
+
+# --- 02: normalizing ---
+
+def normalize(x, mean, var, eps=1e-5):
+    """(x - mean) / sqrt(var + eps), per feature. x: (N, D) -> (N, D)"""
+    x = _as_batch(x)
+    d = x.shape[1]
+    _check_eps(eps)
+    mean = _as_per_feature(mean, d, "mean")
+    var = _as_per_feature(var, d, "var")
+    return (x - mean) / np.sqrt(var + eps)
+
+
+# --- 03: scale and shift ---
+
+def batchnorm_forward(x, gamma, beta, eps=1e-5):
+    """Training-mode batch norm: gamma * x_hat + beta. x: (N, D) -> (N, D)"""
+    x = _as_batch(x)
+    d = x.shape[1]
+    _check_eps(eps)
+    _require_two_examples(x.shape[0])
+    gamma = _as_per_feature(gamma, d, "gamma")
+    beta = _as_per_feature(beta, d, "beta")
+    centred = x - x.mean(axis=0)
+    var = np.einsum("nd,nd->d", centred, centred) / x.shape[0]
+    # Fold gamma into the per-feature scale: one (N, D) multiply instead of two.
+    return centred * (gamma / np.sqrt(var + eps)) + beta
+
+
+# --- 04: train vs eval ---
+
+def update_running_stats(running_mean, running_var, x, momentum=0.1):
+    """One exponential-moving-average step of the running statistics.
+
+    Returns (new_mean, new_var), each (D,). The running variance tracks the
+    *unbiased* batch variance (divide by N - 1), as PyTorch does.
+    """
+    x = _as_batch(x)
+    n, d = x.shape
+    _check_momentum(momentum)
+    _require_two_examples(n)
+    running_mean = _as_per_feature(running_mean, d, "running_mean")
+    running_var = _as_per_feature(running_var, d, "running_var")
+    unbiased_var = x.var(axis=0, ddof=1)
+    new_mean = (1 - momentum) * running_mean + momentum * x.mean(axis=0)
+    new_var = (1 - momentum) * running_var + momentum * unbiased_var
+    return new_mean, new_var
+
+
+def batchnorm_eval(x, running_mean, running_var, gamma, beta, eps=1e-5):
+    """Eval-mode batch norm: the running statistics stand in for the batch's."""
+    x = _as_batch(x)
+    d = x.shape[1]
+    _check_eps(eps)
+    running_mean = _as_per_feature(running_mean, d, "running_mean")
+    running_var = _as_per_feature(running_var, d, "running_var")
+    gamma = _as_per_feature(gamma, d, "gamma")
+    beta = _as_per_feature(beta, d, "beta")
+    return (x - running_mean) * (gamma / np.sqrt(running_var + eps)) + beta
+
+
+class BatchNorm1d:
+    """A NumPy batch-norm layer for (N, D) input with PyTorch's train/eval switch.
+
+    Train mode (the start): normalize with the batch statistics and update the
+    running ones. Eval mode: normalize with the running statistics, update nothing.
+    """
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1):
+        _check_eps(eps)
+        _check_momentum(momentum)
+        self.eps = eps
+        self.momentum = momentum
+        self.gamma = np.ones(num_features)
+        self.beta = np.zeros(num_features)
+        self.running_mean = np.zeros(num_features)
+        self.running_var = np.ones(num_features)
+        self.training = True
+
+    def train(self):
+        self.training = True
+        return self
+
+    def eval(self):
+        self.training = False
+        return self
+
+    def __call__(self, x):
+        if not self.training:
+            return batchnorm_eval(x, self.running_mean, self.running_var,
+                                  self.gamma, self.beta, self.eps)
+        out = batchnorm_forward(x, self.gamma, self.beta, self.eps)
+        self.running_mean, self.running_var = update_running_stats(
+            self.running_mean, self.running_var, x, self.momentum)
+        return out
+
+
+def keras_to_torch_momentum(m):
+    """Keras' momentum is the weight of the *old* value; PyTorch's is the new one's."""
+    _check_momentum(m)
+    return 1.0 - m
+
+
+# --- 05: backward pass ---
+
+def batchnorm_backward(dout, x, gamma, eps=1e-5):
+    """Gradients of training-mode batch norm, one node of the graph at a time.
+
+    dout, x: (N, D); gamma: (D,). Returns (dx (N, D), dgamma (D,), dbeta (D,)).
+    """
+    x = _as_batch(x)
+    dout = _as_batch(dout, name="dout")
+    n, d = x.shape
+    gamma = _as_per_feature(gamma, d, "gamma")
+    # forward, keeping every intermediate
+    mu = x.mean(axis=0)
+    xc = x - mu
+    var = (xc ** 2).mean(axis=0)
+    inv_std = 1.0 / np.sqrt(var + eps)
+    x_hat = xc * inv_std
+    # backward, in reverse order
+    dbeta = dout.sum(axis=0)
+    dgamma = (dout * x_hat).sum(axis=0)
+    dx_hat = dout * gamma
+    dinv_std = (dx_hat * xc).sum(axis=0)
+    dvar = dinv_std * -0.5 * (var + eps) ** -1.5
+    dxc = dx_hat * inv_std + dvar * 2.0 * xc / n   # two paths reach xc
+    dmu = -dxc.sum(axis=0)
+    dx = dxc + dmu / n
+    return dx, dgamma, dbeta
+
+
+def batchnorm_backward_compact(dout, x, gamma, eps=1e-5):
+    """The same gradients from the closed form
+
+        dx = gamma / std * (dout - mean(dout) - x_hat * mean(dout * x_hat))
+    """
+    x = _as_batch(x)
+    dout = _as_batch(dout, name="dout")
+    gamma = _as_per_feature(gamma, x.shape[1], "gamma")
+    xc = x - x.mean(axis=0)
+    inv_std = 1.0 / np.sqrt((xc ** 2).mean(axis=0) + eps)
+    x_hat = xc * inv_std
+    dbeta = dout.sum(axis=0)
+    dgamma = (dout * x_hat).sum(axis=0)
+    n = x.shape[0]
+    dx = (gamma * inv_std) * (dout - dbeta / n - x_hat * (dgamma / n))
+    return dx, dgamma, dbeta
+
+
+# --- 06: images ---
+
+def batchnorm2d_forward(x, gamma, beta, eps=1e-5):
+    """Batch norm for (N, C, H, W): one mean and variance per channel, over N, H and W."""
+    x = _as_batch(x, ndim=4)
+    n, c, h, w = x.shape
+    _check_eps(eps)
+    _require_two_examples(n * h * w)
+    gamma = _as_per_feature(gamma, c, "gamma").reshape(1, c, 1, 1)
+    beta = _as_per_feature(beta, c, "beta").reshape(1, c, 1, 1)
+    centred = x - x.mean(axis=(0, 2, 3), keepdims=True)
+    var = (centred ** 2).mean(axis=(0, 2, 3), keepdims=True)
+    return centred * (gamma / np.sqrt(var + eps)) + beta
+
+
+# --- 08: other normalizations and folding ---
+
+def _per_channel_shape(x):
+    """Shape that broadcasts a per-feature / per-channel vector against x."""
+    return (1, x.shape[1]) + (1,) * (x.ndim - 2)
+
+
+def layernorm_forward(x, gamma, beta, eps=1e-5):
+    """Normalize each example over all of its features (and pixels).
+
+    x: (N, D) or (N, C, H, W); gamma, beta: per feature / per channel.
+    """
+    if not isinstance(x, np.ndarray) or x.ndim not in (2, 4):
+        raise ValueError("x must be a 2-D (N, D) or 4-D (N, C, H, W) NumPy array")
+    return groupnorm_forward(x, gamma, beta, num_groups=1, eps=eps)
+
+
+def groupnorm_forward(x, gamma, beta, num_groups, eps=1e-5):
+    """Normalize each example over groups of consecutive channels (and all pixels).
+
+    x: (N, C, ...) with C divisible by num_groups; gamma, beta: (C,).
+    """
+    if not isinstance(x, np.ndarray) or x.ndim < 2:
+        raise ValueError("x must be a NumPy array of shape (N, C, ...)")
+    _check_eps(eps)
+    n, c = x.shape[:2]
+    if num_groups < 1 or c % num_groups:
+        raise ValueError(f"{c} channels cannot be split into {num_groups} equal groups")
+    gamma = _as_per_feature(gamma, c, "gamma").reshape(_per_channel_shape(x))
+    beta = _as_per_feature(beta, c, "beta").reshape(_per_channel_shape(x))
+    groups = x.reshape(n, num_groups, -1)
+    centred = groups - groups.mean(axis=2, keepdims=True)
+    var = (centred ** 2).mean(axis=2, keepdims=True)
+    x_hat = (centred / np.sqrt(var + eps)).reshape(x.shape)
+    return x_hat * gamma + beta
+
+
+def _numpy(value):
+    """A NumPy copy of an array or a (possibly CUDA, possibly trainable) tensor."""
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+    return np.array(value, dtype=np.float64)
+
+
+def fold_batchnorm(conv_weight, conv_bias, bn):
+    """Fold an eval-mode batch norm into the convolution (or linear layer) before it.
+
+    bn is anything with weight, bias, running_mean, running_var and eps
+    (a torch.nn.BatchNorm2d works). Returns NumPy (weight, bias) such that
+    conv(x, weight, bias) == bn(conv(x, conv_weight, conv_bias)) in eval mode.
+    """
+    weight = _numpy(conv_weight)
+    out_channels = weight.shape[0]
+    bias = np.zeros(out_channels) if conv_bias is None else _numpy(conv_bias)
+    gamma = np.ones(out_channels) if bn.weight is None else _numpy(bn.weight)
+    beta = np.zeros(out_channels) if bn.bias is None else _numpy(bn.bias)
+    scale = gamma / np.sqrt(_numpy(bn.running_var) + bn.eps)
+    folded_weight = weight * scale.reshape((-1,) + (1,) * (weight.ndim - 1))
+    folded_bias = (bias - _numpy(bn.running_mean)) * scale + beta
+    return folded_weight, folded_bias
