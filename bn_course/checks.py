@@ -24,12 +24,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bn_course.exercises import EXERCISES, GROUPS, InputModified, WrongArity
-from bn_course.mistakes import DETECTED, mistakes_for
+from bn_course.exercises import EXERCISES, GROUPS, CandidateProblem, InputModified, WrongArity
+from bn_course.mistakes import mistake_named, mistakes_for
 
 __all__ = ["CheckResult", "check", "grade", "Progress", "relative_error", "NOTEBOOK_EXERCISES"]
 
-TIME_LIMIT_S = 3.0  # per call of the candidate; a correct answer needs milliseconds
 REFERENCE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference")
 
 NOTEBOOK_EXERCISES = {
@@ -38,7 +37,7 @@ NOTEBOOK_EXERCISES = {
     "03": ("batchnorm_forward",),
     "04": ("update_running_stats", "batchnorm_eval", "BatchNorm1d", "keras_to_torch_momentum"),
     "05": ("batchnorm_backward", "batchnorm_backward_compact"),
-    "06": ("batchnorm2d_forward",),
+    "06": ("batchnorm2d_forward", "BatchNorm2d"),
 }
 
 
@@ -97,7 +96,10 @@ def _time_limit(seconds):
 
 
 class _ForbiddenCallWatch:
-    """A sys.setprofile hook that notes calls to a ready-made batch norm."""
+    """A sys.setprofile hook that notes calls to a ready-made batch norm: the
+    course's reference, torch.nn.functional.batch_norm, nn.BatchNorm*, the C
+    functions torch.batch_norm / torch.native_batch_norm, and aten operators
+    called through torch.ops."""
 
     def __init__(self):
         self.mistake = None
@@ -107,11 +109,19 @@ class _ForbiddenCallWatch:
             filename, function = frame.f_code.co_filename, frame.f_code.co_name
             if filename.startswith(REFERENCE_DIR):
                 self.mistake = "calls-course-reference"
-            elif "torch" in filename and ("batch_norm" in function
-                                          or filename.endswith("batchnorm.py")):
+            elif "torch" in filename and (
+                    "batch_norm" in function or filename.endswith("batchnorm.py")
+                    or (filename.endswith("_ops.py") and "batch_norm" in _op_name(frame))):
                 self.mistake = "uses-builtin-batchnorm"
         elif event == "c_call" and "batch_norm" in getattr(arg, "__name__", ""):
             self.mistake = "uses-builtin-batchnorm"
+
+
+def _op_name(frame):
+    """The aten operator behind a torch.ops call, read from the instance dict
+    (never str() or getattr: they run torch code inside the profile hook)."""
+    op = frame.f_locals.get("self")
+    return str(getattr(op, "__dict__", {}).get("_name", ""))
 
 
 @contextlib.contextmanager
@@ -122,7 +132,8 @@ def _watch_forbidden_calls():
     try:
         yield watch
     finally:
-        sys.setprofile(previous)
+        # A C-level profiler such as cProfile cannot be handed back to setprofile.
+        sys.setprofile(previous if callable(previous) else None)
 
 
 @contextlib.contextmanager
@@ -141,43 +152,59 @@ class _Failed(Exception):
         self.message, self.mistake = message, mistake
 
 
-def _play_candidate(case, candidate):
-    """The candidate's outputs on one case, or _Failed with a message for a person."""
+def _play_candidate(exercise, case, candidate):
+    """The candidate's outputs on one case, or _Failed with a message for a person.
+
+    A call to a ready-made batch norm is reported first: it explains whatever
+    else went wrong."""
     with _quietly(), _watch_forbidden_calls() as watch:
         try:
-            with _time_limit(TIME_LIMIT_S):
+            with _time_limit(exercise.time_limit_s):
                 outputs = case.play(candidate)
-        except NotImplementedError:
-            raise _Failed("Not implemented yet: replace `raise NotImplementedError()` "
-                          "with your code.") from None
-        except _TimeLimit:
-            raise _Failed(f"On {case.description}, one call took longer than {TIME_LIMIT_S} s. "
-                          "Is there an endless loop?") from None
-        except InputModified as error:
-            mistake = DETECTED["modifies-input"]
-            raise _Failed(f"{mistake.diagnosis} (argument `{error.name}`, on "
-                          f"{case.description})\nHint: {mistake.hint}", mistake.id) from None
-        except WrongArity as error:
-            raise _Failed(f"On {case.description}, expected a tuple of {error.expected} "
-                          f"arrays, got {_describe(error.got)}.") from None
-        except (Exception, SystemExit) as error:
-            raise _Failed(f"On {case.description}, your code raised "
-                          f"{type(error).__name__}: {error}") from None
+            failure = None
+        except (Exception, SystemExit, _TimeLimit) as error:
+            failure = _failure(exercise, case, error)
     if watch.mistake:
-        mistake = DETECTED[watch.mistake]
+        mistake = mistake_named(exercise.name, watch.mistake)
         raise _Failed(f"{mistake.diagnosis}\nHint: {mistake.hint}", mistake.id)
+    if failure:
+        raise failure
     return outputs
 
 
-def _trusted_outputs(case, implementation):
-    """Outputs of the reference or a catalogued variant (memoized on the case);
-    None where the variant itself fails on this case."""
+def _failure(exercise, case, error):
+    """The _Failed that explains an error raised while playing a case."""
+    if isinstance(error, NotImplementedError):
+        return _Failed("Not implemented yet: replace `raise NotImplementedError()` with your code.")
+    if isinstance(error, _TimeLimit):
+        return _Failed(f"On {case.description}, your code ran for more than "
+                       f"{exercise.time_limit_s:g} s. Is there an endless loop?")
+    if isinstance(error, WrongArity):
+        return _Failed(f"On {case.description}, expected a tuple of {error.expected} "
+                       f"arrays, got {_describe(error.got)}.")
+    if isinstance(error, InputModified):
+        mistake = mistake_named(exercise.name, "modifies-input")
+        return _Failed(f"{mistake.diagnosis} (argument `{error.name}`, on {case.description})"
+                       f"\nHint: {mistake.hint}", mistake.id)
+    if isinstance(error, CandidateProblem) and error.mistake:
+        mistake = mistake_named(exercise.name, error.mistake)
+        return _Failed(f"{error.message}\n{mistake.diagnosis}\nHint: {mistake.hint}", mistake.id)
+    if isinstance(error, CandidateProblem):
+        return _Failed(f"On {case.description}: {error.message}")
+    return _Failed(f"On {case.description}, your code raised {type(error).__name__}: {error}")
+
+
+def _trusted_outputs(case, implementation, may_fail=True):
+    """Outputs of the reference or of a catalogued variant, memoized on the case;
+    None where a variant itself fails on this case (the reference may not)."""
     memo = case.__dict__.setdefault("_memo", {})
     if implementation not in memo:
         with _quietly():
             try:
                 memo[implementation] = case.play(implementation)
             except Exception:
+                if not may_fail:
+                    raise
                 memo[implementation] = None
     return memo[implementation]
 
@@ -268,8 +295,8 @@ def _verdict(exercise, candidate, groups):
     cases = [case for group in groups for case in exercise.cases(group)]
     played, first_problem, worst = [], None, 0.0
     for case in cases:
-        outputs = _play_candidate(case, candidate)
-        expected = _trusted_outputs(case, exercise.reference)
+        outputs = _play_candidate(exercise, case, candidate)
+        expected = _trusted_outputs(case, exercise.reference, may_fail=False)
         for (label, want), (_, got) in zip(expected, outputs):
             problem = _type_problem(want, got)
             if problem:

@@ -8,7 +8,9 @@ credit: ``basic`` (ordinary batches), ``awkward`` (N=2, D=1, a constant
 feature, offsets of 1e4, non-contiguous arrays, large D) and ``float32``.
 """
 
+import contextlib
 import copy
+import sys
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -17,6 +19,16 @@ import numpy as np
 from bn_course.reference import numpy as ref
 
 GROUPS = ("basic", "awkward", "float32")
+
+
+class CandidateProblem(Exception):
+    """Something about the candidate that a case can name directly (a module
+    without buffers, a gradient that never arrives...), with a catalogue id
+    when the mistake is a known one."""
+
+    def __init__(self, message, mistake=None):
+        super().__init__(message)
+        self.message, self.mistake = message, mistake
 
 
 class InputModified(Exception):
@@ -45,6 +57,7 @@ class Exercise:
     signature: str
     make_cases: Callable  # make_cases(group) -> [Case, ...]
     needs_torch: bool = False
+    time_limit_s: float = 3.0  # per case; a correct answer needs milliseconds
     _cases: dict = field(default_factory=dict, repr=False)
 
     def cases(self, group):
@@ -360,6 +373,130 @@ def _forward2d_cases(group):
     return cases
 
 
+def _torch_batchnorm2d(num_features, **kwargs):
+    """The oracle for the module exercise: PyTorch's own layer."""
+    import torch
+    return torch.nn.BatchNorm2d(num_features, **kwargs)
+
+
+STATE_KEYS = ["bias", "num_batches_tracked", "running_mean", "running_var", "weight"]
+
+
+def _numpy_of(tensor, what):
+    if tensor is None:
+        raise CandidateProblem(f"{what} is None: no gradient reached it. Is it an nn.Parameter, "
+                               "and does the forward pass use only torch operations on it?")
+    if not hasattr(tensor, "detach"):
+        raise CandidateProblem(f"{what} should be a torch.Tensor, got {type(tensor).__name__}.")
+    return tensor.detach().cpu().double().numpy()
+
+
+def _module_case(description, batches, douts, weight, bias, loaded_state, kwargs, float32):
+    """Drive a BatchNorm2d module the way training does: train steps with a
+    backward pass, eval calls, then state_dict round trips with torch.nn.BatchNorm2d.
+    Runs on CUDA when there is one."""
+
+    def play(cls):
+        import torch
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        like = {"device": device, "dtype": torch.float32 if float32 else torch.float64}
+
+        def tensor(values):
+            return torch.tensor(values, **like)
+
+        channels = batches[0].shape[1]
+        layer = cls(channels, **kwargs)
+        if not isinstance(layer, torch.nn.Module):
+            raise CandidateProblem(f"BatchNorm2d({channels}) should build a torch.nn.Module, "
+                                   f"got {type(layer).__name__}.")
+        keys = sorted(layer.state_dict())
+        if keys != STATE_KEYS:
+            raise CandidateProblem(
+                f"Your module's state_dict has {keys}, torch.nn.BatchNorm2d's has {STATE_KEYS}.",
+                "buffers-not-registered")
+        layer = layer.to(**like)
+        with torch.no_grad():
+            layer.weight.copy_(tensor(weight))
+            layer.bias.copy_(tensor(bias))
+        outputs = []
+        modes = ["train", "train", "train", "eval", "eval", "train"]
+        for step, (mode, x_values, dout) in enumerate(zip(modes, batches, douts), start=1):
+            layer.train(mode == "train")
+            x = tensor(x_values).requires_grad_(True)
+            out = layer(x)
+            where = f"call {step} ({mode} mode)"
+            outputs.append((f"output of {where}", _numpy_of(out, f"the output of {where}")))
+            out.backward(tensor(dout))
+            outputs += [(f"{name} after {where}", _numpy_of(value, f"{name} after {where}"))
+                        for name, value in [("x.grad", x.grad), ("weight.grad", layer.weight.grad),
+                                            ("bias.grad", layer.bias.grad),
+                                            ("running_mean", layer.running_mean),
+                                            ("running_var", layer.running_var),
+                                            ("num_batches_tracked", layer.num_batches_tracked)]]
+            layer.zero_grad()
+        return outputs + _state_dict_round_trips(layer, cls, kwargs, tensor(batches[0]),
+                                                 loaded_state, like)
+
+    return Case(description, play, float32)
+
+
+@contextlib.contextmanager
+def unwatched():
+    """Run the checker's own use of torch.nn.BatchNorm2d (the oracle in a case)
+    out of sight of the checker's watch for forbidden batch-norm calls, which
+    is a sys.setprofile hook."""
+    previous = sys.getprofile()
+    sys.setprofile(None)
+    try:
+        yield
+    finally:
+        sys.setprofile(previous)
+
+
+def _state_dict_round_trips(layer, cls, kwargs, x, loaded_state, like):
+    """Eval outputs after loading the candidate's state into torch's layer, and
+    a torch layer's state (``loaded_state``: NumPy values) into the candidate's."""
+    import torch
+    channels = x.shape[1]
+    with unwatched(), torch.no_grad():
+        native = torch.nn.BatchNorm2d(channels, **kwargs).to(**like)
+        native.load_state_dict(layer.state_dict())
+        native_output = native.eval()(x)
+        theirs = torch.nn.BatchNorm2d(channels, **kwargs).to(**like)
+        for name, values in loaded_state.items():
+            getattr(theirs, name).copy_(torch.from_numpy(values))
+    yours = cls(channels, **kwargs).to(**like)
+    yours.load_state_dict(theirs.state_dict())
+    with torch.no_grad():
+        return [("torch.nn.BatchNorm2d loaded with your state_dict, eval output",
+                 _numpy_of(native_output, "the eval output")),
+                ("your module loaded with torch.nn.BatchNorm2d's state_dict, eval output",
+                 _numpy_of(yours.eval()(x), "the eval output"))]
+
+
+def _module_cases(group):
+    rng = np.random.default_rng(18)
+    cases = []
+    for i, (desc, x) in enumerate(_image_shapes(group)):
+        if x.shape[0] * x.shape[2] * x.shape[3] < 2:
+            continue
+        batches = [x] + [x + rng.standard_normal((1, x.shape[1], 1, 1))
+                         + 0.5 * rng.standard_normal(x.shape) for _ in range(5)]
+        douts = [rng.standard_normal(x.shape) for _ in batches]
+        channels = x.shape[1]
+        weight, bias = _gamma_beta(rng, channels, np.float64)
+        # A state that is clearly not the start values, to load into the candidate.
+        loaded_state = {"running_mean": rng.uniform(-1, 1, channels),
+                        "running_var": rng.uniform(0.5, 2, channels),
+                        "weight": rng.uniform(0.5, 2, channels)}
+        eps, momentum = _eps_for(i), _momentum_for(i)
+        kwargs = _with_eps({} if momentum is None else {"momentum": momentum}, eps)
+        text = ", ".join(f"{k}={v}" for k, v in kwargs.items()) or "default eps and momentum"
+        cases.append(_module_case(f"{desc} ({text})", batches, douts, weight, bias,
+                                  loaded_state, kwargs, float32=x.dtype == np.float32))
+    return cases
+
+
 # --- the registry -----------------------------------------------------------
 
 EXERCISES = {e.name: e for e in [
@@ -382,4 +519,7 @@ EXERCISES = {e.name: e for e in [
              "batchnorm_backward_compact(dout, x, gamma, eps=1e-5)", _backward_cases),
     Exercise("batchnorm2d_forward", ref.batchnorm2d_forward,
              "batchnorm2d_forward(x, gamma, beta, eps=1e-5)", _forward2d_cases),
+    Exercise("BatchNorm2d", _torch_batchnorm2d,
+             "BatchNorm2d(num_features, eps=1e-5, momentum=0.1), a torch.nn.Module",
+             _module_cases, needs_torch=True, time_limit_s=30.0),
 ]}

@@ -360,6 +360,102 @@ CATALOGUE += [
             "You normalized with the unbiased variance.", BIASED_HINT),
 ]
 
+def _buggy_torch_layer(**bugs):
+    """A from-scratch torch BatchNorm2d with one mistake (built on first use, so
+    that importing the catalogue does not import torch)."""
+
+    def build(num_features, eps=1e-5, momentum=0.1):
+        import torch
+
+        class BuggyBatchNorm2d(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.eps, self.momentum = eps, momentum
+                self.weight = torch.nn.Parameter(torch.ones(num_features))
+                self.bias = torch.nn.Parameter(torch.zeros(num_features))
+                buffers = {"running_mean": torch.zeros(num_features),
+                           "running_var": torch.ones(num_features),
+                           "num_batches_tracked": torch.tensor(0)}
+                for name, value in buffers.items():
+                    if bugs.get("plain_attributes"):
+                        setattr(self, name, value)
+                    else:
+                        self.register_buffer(name, value)
+
+            def forward(self, x):
+                axes = bugs.get("axes", (0, 2, 3))
+                batch_mean = x.mean(axes, keepdim=True)
+                batch_var = x.var(axes, unbiased=False, keepdim=True)
+                use_batch = self.training or bugs.get("batch_stats_in_eval")
+                mean = batch_mean if use_batch else self.running_mean.view(1, -1, 1, 1)
+                var = batch_var if use_batch else self.running_var.view(1, -1, 1, 1)
+                out = (x - mean) / torch.sqrt(var + self.eps)
+                out = out * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+                if self.training or bugs.get("updates_in_eval"):
+                    self._update(x)
+                return out
+
+            @torch.no_grad()
+            def _update(self, x):
+                n = x.numel() // x.shape[1]
+                var = x.var((0, 2, 3), unbiased=False)
+                if not bugs.get("biased_running_var"):
+                    var = var * n / (n - 1)
+                new = 1 - self.momentum if bugs.get("flipped_momentum") else self.momentum
+                self.running_mean.mul_(1 - new).add_(new * x.mean((0, 2, 3)))
+                self.running_var.mul_(1 - new).add_(new * var)
+                if not bugs.get("forgets_num_batches_tracked"):
+                    self.num_batches_tracked += 1
+
+        return BuggyBatchNorm2d()
+
+    return build
+
+
+def _wraps_torch_layer(num_features, eps=1e-5, momentum=0.1):
+    import torch
+
+    class Wrapper(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = torch.nn.BatchNorm2d(num_features, eps=eps, momentum=momentum)
+
+        def forward(self, x):
+            return self.inner(x)
+
+    return Wrapper()
+
+
+MODULE_HINT = ("Mirror torch.nn.BatchNorm2d: nn.Parameter weight and bias, register_buffer for "
+               "running_mean, running_var and num_batches_tracked.")
+CATALOGUE += [
+    Mistake("momentum-convention-flipped", "BatchNorm2d", _buggy_torch_layer(flipped_momentum=True),
+            "Your module uses momentum as the weight of the OLD running value.",
+            "PyTorch: running = (1 - momentum) * running + momentum * batch."),
+    Mistake("running-var-biased", "BatchNorm2d", _buggy_torch_layer(biased_running_var=True),
+            "Your module updates the running variance with the biased batch variance.",
+            "Multiply the biased variance by M / (M - 1), M = N * H * W values per channel."),
+    Mistake("updates-in-eval", "BatchNorm2d", _buggy_torch_layer(updates_in_eval=True),
+            "Your module updates its running statistics in eval mode.",
+            "Update them only when self.training is True."),
+    Mistake("batch-stats-in-eval", "BatchNorm2d", _buggy_torch_layer(batch_stats_in_eval=True),
+            "In eval mode your module normalizes with the batch's statistics.",
+            "In eval mode (self.training is False) use the running buffers."),
+    Mistake("stats-over-hw-only", "BatchNorm2d", _buggy_torch_layer(axes=(2, 3)),
+            "Your module takes statistics over H and W of each image separately.", CHANNEL_HINT),
+    Mistake("num-batches-not-tracked", "BatchNorm2d",
+            _buggy_torch_layer(forgets_num_batches_tracked=True),
+            "Your module never increments num_batches_tracked.",
+            "Add 1 to num_batches_tracked at every training step, as torch.nn.BatchNorm2d does "
+            "(momentum=None uses it for a cumulative average)."),
+    Mistake("buffers-not-registered", "BatchNorm2d", _buggy_torch_layer(plain_attributes=True),
+            "Your running statistics are plain attributes, so they are missing from the "
+            "state_dict and do not move with .to(device).", MODULE_HINT),
+    Mistake("uses-builtin-batchnorm", "BatchNorm2d", _wraps_torch_layer,
+            "Your module wraps or calls PyTorch's own batch norm.",
+            "Write the forward pass yourself from torch operations: that is the exercise."),
+]
+
 # Detected, not matched: these ids are reported for any exercise.
 DETECTED = {
     "modifies-input": next(m for m in CATALOGUE if m.id == "modifies-input"),
@@ -370,3 +466,9 @@ DETECTED = {
 
 def mistakes_for(exercise):
     return [m for m in CATALOGUE if m.exercise == exercise]
+
+
+def mistake_named(exercise, mistake_id):
+    """The exercise's own entry for a detected mistake, else the generic one."""
+    own = [m for m in mistakes_for(exercise) if m.id == mistake_id]
+    return own[0] if own else DETECTED[mistake_id]
