@@ -35,13 +35,23 @@ __all__ = [
 
 # --- input validation: clear messages instead of NumPy broadcasting errors ---
 
-def _as_batch(x, ndim=2, name="x"):
+LAYOUTS = {2: "(N, D)", 3: "(N, C, L)", 4: "(N, C, H, W)"}
+
+
+def _as_batch(x, ndim=(2,), name="x"):
+    """x itself, once it is a NumPy array with one of the allowed numbers of axes."""
     if not isinstance(x, np.ndarray):
         raise TypeError(f"{name} must be a NumPy array, got {type(x).__name__}")
-    if x.ndim != ndim:
-        layout = "(N, D)" if ndim == 2 else "(N, C, H, W)"
-        raise ValueError(f"{name} must be {ndim}-D {layout}, got shape {x.shape}")
+    if x.ndim not in ndim:
+        layouts = " or ".join(f"{n}-D {LAYOUTS[n]}" for n in ndim)
+        raise ValueError(f"{name} must be {layouts}, got shape {x.shape}")
     return x
+
+
+def _same_shape(dout, x):
+    if dout.shape != x.shape:
+        raise ValueError(f"dout must have the shape of x {x.shape}, got {dout.shape}")
+    return dout
 
 
 def _as_per_feature(p, num_features, name):
@@ -174,6 +184,9 @@ class BatchNorm1d:
         return self
 
     def __call__(self, x):
+        width = _as_batch(x).shape[1]
+        if width != len(self.gamma):
+            raise ValueError(f"this layer has {len(self.gamma)} features, x has {width}")
         if not self.training:
             return batchnorm_eval(x, self.running_mean, self.running_var,
                                   self.gamma, self.beta, self.eps)
@@ -197,7 +210,8 @@ def batchnorm_backward(dout, x, gamma, eps=1e-5):
     dout, x: (N, D); gamma: (D,). Returns (dx (N, D), dgamma (D,), dbeta (D,)).
     """
     x = _as_batch(x)
-    dout = _as_batch(dout, name="dout")
+    dout = _same_shape(_as_batch(dout, name="dout"), x)
+    _check_eps(eps)
     n, d = x.shape
     gamma = _as_per_feature(gamma, d, "gamma")
     # forward, keeping every intermediate
@@ -224,7 +238,8 @@ def batchnorm_backward_compact(dout, x, gamma, eps=1e-5):
         dx = gamma / std * (dout - mean(dout) - x_hat * mean(dout * x_hat))
     """
     x = _as_batch(x)
-    dout = _as_batch(dout, name="dout")
+    dout = _same_shape(_as_batch(dout, name="dout"), x)
+    _check_eps(eps)
     gamma = _as_per_feature(gamma, x.shape[1], "gamma")
     xc = x - x.mean(axis=0)
     inv_std = 1.0 / np.sqrt((xc ** 2).mean(axis=0) + eps)
@@ -240,7 +255,7 @@ def batchnorm_backward_compact(dout, x, gamma, eps=1e-5):
 
 def batchnorm2d_forward(x, gamma, beta, eps=1e-5):
     """Batch norm for (N, C, H, W): one mean and variance per channel, over N, H and W."""
-    x = _as_batch(x, ndim=4)
+    x = _as_batch(x, ndim=(4,))
     n, c, h, w = x.shape
     _check_eps(eps)
     _require_two_examples(n * h * w)
@@ -263,9 +278,7 @@ def layernorm_forward(x, gamma, beta, eps=1e-5):
 
     x: (N, D) or (N, C, H, W); gamma, beta: per feature / per channel.
     """
-    if not isinstance(x, np.ndarray) or x.ndim not in (2, 4):
-        raise ValueError("x must be a 2-D (N, D) or 4-D (N, C, H, W) NumPy array")
-    return groupnorm_forward(x, gamma, beta, num_groups=1, eps=eps)
+    return groupnorm_forward(_as_batch(x, ndim=(2, 4)), gamma, beta, num_groups=1, eps=eps)
 
 
 def groupnorm_forward(x, gamma, beta, num_groups, eps=1e-5):
@@ -273,8 +286,7 @@ def groupnorm_forward(x, gamma, beta, num_groups, eps=1e-5):
 
     x: (N, C, ...) with C divisible by num_groups; gamma, beta: (C,).
     """
-    if not isinstance(x, np.ndarray) or x.ndim < 2:
-        raise ValueError("x must be a NumPy array of shape (N, C, ...)")
+    x = _as_batch(x, ndim=(2, 3, 4))
     _check_eps(eps)
     n, c = x.shape[:2]
     if num_groups < 1 or c % num_groups:
