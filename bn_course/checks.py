@@ -38,6 +38,7 @@ NOTEBOOK_EXERCISES = {
     "04": ("update_running_stats", "batchnorm_eval", "BatchNorm1d", "keras_to_torch_momentum"),
     "05": ("batchnorm_backward", "batchnorm_backward_compact"),
     "06": ("batchnorm2d_forward", "BatchNorm2d"),
+    "08": ("fold_batchnorm", "layernorm_forward", "groupnorm_forward"),
 }
 
 

@@ -373,6 +373,74 @@ def _forward2d_cases(group):
     return cases
 
 
+# --- 08 ---------------------------------------------------------------------
+
+def _layernorm_cases(group):
+    rng = np.random.default_rng(19)
+    image_shapes = {"basic": [(3, 4, 2, 2)], "awkward": [(1, 2, 3, 3)], "float32": [(2, 3, 2, 2)]}
+    images = [(f"a ({', '.join(map(str, shape))}) batch of images",
+               _batch(rng, shape[0], int(np.prod(shape[1:]))).reshape(shape))
+              for shape in image_shapes[group]]
+    shapes = [(d, x.astype(np.float32) if group == "float32" else x) for d, x in images]
+    if group == "awkward":
+        one_example = _batch(rng, 1, 5)
+        constant_example = _batch(rng, 4, 6)
+        constant_example[2] = 7.0
+        shapes += [("a batch of one (1, 5)", one_example),
+                   ("a (4, 6) batch whose third example is constant", constant_example)]
+    cases = []
+    for i, (desc, x) in enumerate(_shapes(group) + shapes):
+        if x.shape[1] < 2 and x.ndim == 2:
+            continue  # one feature: every example normalizes to beta
+        gamma, beta = _gamma_beta(rng, x.shape[1], x.dtype)
+        eps = _eps_for(i)
+        cases.append(_function_case(
+            f"{desc}, {_eps_text(eps)}", {"x": x, "gamma": gamma, "beta": beta},
+            _with_eps({}, eps), float32=x.dtype == np.float32))
+    return cases
+
+
+def _groupnorm_cases(group):
+    rng = np.random.default_rng(20)
+    layouts = {"basic": [((4, 6, 3, 3), 2), ((3, 6, 2, 2), 3), ((2, 4, 3, 2), 4)],
+               "awkward": [((1, 6, 2, 2), 3), ((2, 4, 1, 1), 2), ((3, 8, 2, 2), 1)],
+               "float32": [((4, 6, 3, 3), 2), ((2, 4, 2, 2), 2)]}[group]
+    cases = []
+    for i, (shape, groups) in enumerate(layouts):
+        x = _batch(rng, shape[0], int(np.prod(shape[1:]))).reshape(shape)
+        x = x.astype(np.float32) if group == "float32" else x
+        gamma, beta = _gamma_beta(rng, shape[1], x.dtype)
+        eps = _eps_for(i)
+        cases.append(_function_case(
+            f"a {shape} batch in {groups} groups, {_eps_text(eps)}",
+            {"x": x, "gamma": gamma, "beta": beta, "num_groups": groups},
+            _with_eps({}, eps), float32=group == "float32"))
+    return cases
+
+
+def _fold_cases(group):
+    from types import SimpleNamespace
+    rng = np.random.default_rng(21)
+    weight_shapes = {"basic": [(4, 3, 3, 3), (6, 2, 1, 1), (5, 8)],
+                     "awkward": [(1, 1, 3, 3), (3, 4, 5, 5)],
+                     "float32": [(4, 3, 3, 3)]}[group]
+    dtype = np.float32 if group == "float32" else np.float64
+    cases = []
+    for i, shape in enumerate(weight_shapes):
+        out_channels = shape[0]
+        weight = rng.standard_normal(shape).astype(dtype)
+        bias = None if i % 2 else rng.standard_normal(out_channels).astype(dtype)
+        gamma, beta = _gamma_beta(rng, out_channels, dtype)
+        bn = SimpleNamespace(weight=gamma, bias=beta, eps=_eps_for(i) or 1e-5,
+                             running_mean=rng.standard_normal(out_channels).astype(dtype),
+                             running_var=rng.uniform(0.2, 3.0, out_channels).astype(dtype))
+        cases.append(_function_case(
+            f"a {shape} weight {'without' if bias is None else 'with'} bias, eps={bn.eps}",
+            {"conv_weight": weight, "conv_bias": bias, "bn": bn},
+            labels=("folded weight", "folded bias"), float32=group == "float32"))
+    return cases
+
+
 def _torch_batchnorm2d(num_features, **kwargs):
     """The oracle for the module exercise: PyTorch's own layer."""
     import torch
@@ -519,6 +587,12 @@ EXERCISES = {e.name: e for e in [
              "batchnorm_backward_compact(dout, x, gamma, eps=1e-5)", _backward_cases),
     Exercise("batchnorm2d_forward", ref.batchnorm2d_forward,
              "batchnorm2d_forward(x, gamma, beta, eps=1e-5)", _forward2d_cases),
+    Exercise("layernorm_forward", ref.layernorm_forward,
+             "layernorm_forward(x, gamma, beta, eps=1e-5)", _layernorm_cases),
+    Exercise("groupnorm_forward", ref.groupnorm_forward,
+             "groupnorm_forward(x, gamma, beta, num_groups, eps=1e-5)", _groupnorm_cases),
+    Exercise("fold_batchnorm", ref.fold_batchnorm,
+             "fold_batchnorm(conv_weight, conv_bias, bn)", _fold_cases),
     Exercise("BatchNorm2d", _torch_batchnorm2d,
              "BatchNorm2d(num_features, eps=1e-5, momentum=0.1), a torch.nn.Module",
              _module_cases, needs_torch=True, time_limit_s=30.0),

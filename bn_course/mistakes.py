@@ -360,6 +360,51 @@ CATALOGUE += [
             "You normalized with the unbiased variance.", BIASED_HINT),
 ]
 
+def _groupnorm_with(layout="consecutive", over_batch=False, ddof=0):
+    """groupnorm_forward with one knob per classic mistake; layout "strided" puts
+    channel c in group c % G instead of c // (C / G)."""
+
+    def groupnorm(x, gamma, beta, num_groups, eps=1e-5):
+        n, c = x.shape[:2]
+        if layout == "strided":
+            groups = x.reshape(n, c // num_groups, num_groups, -1).swapaxes(1, 2)
+        else:
+            groups = x.reshape(n, num_groups, c // num_groups, -1)
+        axes = (0, 2, 3) if over_batch else (2, 3)
+        x_hat = (groups - groups.mean(axis=axes, keepdims=True)) / np.sqrt(
+            groups.var(axis=axes, ddof=ddof, keepdims=True) + eps)
+        if layout == "strided":
+            x_hat = x_hat.swapaxes(1, 2)
+        shape = (1, c) + (1,) * (x.ndim - 2)
+        return x_hat.reshape(x.shape) * gamma.reshape(shape) + beta.reshape(shape)
+
+    return groupnorm
+
+
+def _layernorm_with(**bugs):
+    def layernorm(x, gamma, beta, eps=1e-5):
+        axes = bugs.get("axes", tuple(range(1, x.ndim)))
+        centred = x - x.mean(axis=axes, keepdims=True)
+        var = x.var(axis=axes, ddof=bugs.get("ddof", 0), keepdims=True)
+        std = np.sqrt(var) + eps if bugs.get("eps_outside") else np.sqrt(var + eps)
+        shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+        return centred / std * gamma.reshape(shape) + beta.reshape(shape)
+    return layernorm
+
+
+def _fold_with(**bugs):
+    def fold(conv_weight, conv_bias, bn):
+        bias = np.zeros(len(conv_weight)) if conv_bias is None or bugs.get("ignore_bias") \
+            else conv_bias
+        eps = 0.0 if bugs.get("forgot_eps") else bn.eps
+        std = bn.running_var + eps if bugs.get("var_not_std") else np.sqrt(bn.running_var + eps)
+        scale = bn.weight / std
+        folded_bias = (bias * scale + bn.bias if bugs.get("no_mean_shift")
+                       else (bias - bn.running_mean) * scale + bn.bias)
+        return conv_weight * scale.reshape((-1,) + (1,) * (conv_weight.ndim - 1)), folded_bias
+    return fold
+
+
 def _buggy_torch_layer(**bugs):
     """A from-scratch torch BatchNorm2d with one mistake (built on first use, so
     that importing the catalogue does not import torch)."""
@@ -454,6 +499,43 @@ CATALOGUE += [
     Mistake("uses-builtin-batchnorm", "BatchNorm2d", _wraps_torch_layer,
             "Your module wraps or calls PyTorch's own batch norm.",
             "Write the forward pass yourself from torch operations: that is the exercise."),
+]
+
+LAYERNORM_HINT = ("LayerNorm normalizes each example on its own: statistics over every axis "
+                  "but the batch axis, axis=tuple(range(1, x.ndim)).")
+GROUP_HINT = ("Reshape to (N, num_groups, C // num_groups, H * W): consecutive channels form a "
+              "group, as in torch.nn.functional.group_norm; then reduce over axes (2, 3).")
+FOLD_HINT = ("In eval mode BN is y = scale * (z - running_mean) + beta with scale = "
+             "gamma / sqrt(running_var + eps): scale each output channel's weights, and fold "
+             "the bias as (b - running_mean) * scale + beta.")
+CATALOGUE += [
+    Mistake("layernorm-over-batch-axis", "layernorm_forward", _layernorm_with(axes=0),
+            "You normalized each feature over the batch: that is BatchNorm, not LayerNorm.",
+            LAYERNORM_HINT),
+    Mistake("layernorm-over-channels-only", "layernorm_forward", _layernorm_with(axes=1),
+            "For images you normalized over the channels of each pixel only.", LAYERNORM_HINT),
+    Mistake("unbiased-variance", "layernorm_forward", _layernorm_with(ddof=1),
+            "You normalized with the unbiased variance.", BIASED_HINT),
+    Mistake("eps-outside-sqrt", "layernorm_forward", _layernorm_with(eps_outside=True),
+            "You added eps to the standard deviation, outside the square root.", EPS_HINT),
+    Mistake("wrong-group-axis", "groupnorm_forward", _groupnorm_with(layout="strided"),
+            "Your groups take every G-th channel (reshape to (N, C // G, G, ...)) instead of "
+            "consecutive channels.", GROUP_HINT),
+    Mistake("groups-over-batch", "groupnorm_forward", _groupnorm_with(over_batch=True),
+            "Your group statistics also average over the batch axis, so examples are mixed "
+            "again, as in BatchNorm.", GROUP_HINT),
+    Mistake("unbiased-variance", "groupnorm_forward", _groupnorm_with(ddof=1),
+            "You normalized with the unbiased variance.", BIASED_HINT),
+    Mistake("fold-forgot-eps", "fold_batchnorm", _fold_with(forgot_eps=True),
+            "Your folded scale is gamma / sqrt(running_var), without eps.", FOLD_HINT),
+    Mistake("fold-bias-without-mean-shift", "fold_batchnorm", _fold_with(no_mean_shift=True),
+            "Your folded bias leaves out the running mean: BN subtracts it before scaling.",
+            FOLD_HINT),
+    Mistake("fold-ignores-conv-bias", "fold_batchnorm", _fold_with(ignore_bias=True),
+            "Your folded bias ignores the convolution's own bias.", FOLD_HINT),
+    Mistake("fold-var-instead-of-std", "fold_batchnorm", _fold_with(var_not_std=True),
+            "Your folded scale divides by the running variance instead of its square root.",
+            FOLD_HINT),
 ]
 
 # Detected, not matched: these ids are reported for any exercise.

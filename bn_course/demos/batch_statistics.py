@@ -3,8 +3,11 @@
 * ``hidden_activation_drift()``: a hidden layer's pre-activations moving while a
   tiny network trains (the "internal covariate shift" picture).
 * ``reduction_axes()``: which axis of an (N, D) batch a per-feature statistic reduces.
-* ``batch_noise_panel()``: how far batch means and variances stray from the
-  population values, with a batch-size slider.
+* ``batch_noise_panel(batch_mean, batch_var)``: how far batch means and variances
+  stray from the population values, with a batch-size slider.
+
+Every figure comes back already closed in pyplot: the notebook shows it once, as the
+cell's value, instead of once more when the cell ends.
 """
 
 import functools
@@ -90,6 +93,7 @@ def hidden_activation_drift(units=4):
     fig.suptitle("The same inputs, a moving hidden layer: each weight update changes "
                  "the distribution the next layer receives", fontsize=10)
     fig.tight_layout()
+    plt.close(fig)
     return fig
 
 
@@ -150,6 +154,7 @@ def reduction_axes(n=6):
         ax.set_ylim(-n - 1.6, 0.8)
         ax.set_aspect("equal")
         ax.axis("off")
+    plt.close(fig)
     return fig
 
 
@@ -160,18 +165,22 @@ POPULATION_STD = 2.0
 BATCH_SIZES = (2, 4, 8, 16, 32, 64, 128, 256)
 
 
-def batch_estimates(batch_size, n_batches=2000, seed=0):
-    """Means and biased variances of ``n_batches`` batches of one feature drawn
-    from a normal population (mean 1, variance 4). Returns two (n_batches,) arrays."""
+def batch_estimates(batch_mean, batch_var, batch_size, n_batches=2000, seed=0):
+    """Means and variances of ``n_batches`` batches of one feature drawn from a normal
+    population (mean 1, variance 4), computed with the given functions.
+
+    The batches are laid out as the columns of one (batch_size, n_batches) array, so
+    a per-feature statistic computes all of them in one call. Returns two
+    (n_batches,) arrays.
+    """
     rng = np.random.default_rng(seed)
-    batches = POPULATION_MEAN + POPULATION_STD * rng.standard_normal((n_batches, batch_size))
-    return batches.mean(axis=1), batches.var(axis=1)  # np.var divides by N: biased
+    batches = POPULATION_MEAN + POPULATION_STD * rng.standard_normal((batch_size, n_batches))
+    return np.ravel(batch_mean(batches)), np.ravel(batch_var(batches))
 
 
-@functools.cache  # the same for every redraw
-def _spreads():
+def _spreads(batch_mean, batch_var):
     """Standard deviation of the batch mean and variance, for every slider value."""
-    estimates = [batch_estimates(size) for size in BATCH_SIZES]
+    estimates = [batch_estimates(batch_mean, batch_var, size) for size in BATCH_SIZES]
     return (np.array([m.std() for m, _ in estimates]),
             np.array([v.std() for _, v in estimates]))
 
@@ -186,10 +195,10 @@ def _histogram(ax, values, low, high, colour):
     ax.set_yticks([])
 
 
-def draw_batch_noise(batch_size):
+def draw_batch_noise(batch_mean, batch_var, batch_size):
     """Three panels: the batch means, the batch variances, and both spreads
     against batch size (log-log) with the current size marked."""
-    means, variances = batch_estimates(batch_size)
+    means, variances = batch_estimates(batch_mean, batch_var, batch_size)
     mu, sigma = POPULATION_MEAN, POPULATION_STD
     fig, (ax_mean, ax_var, ax_spread) = plt.subplots(1, 3, figsize=(13, 3.6))
 
@@ -208,7 +217,7 @@ def draw_batch_noise(batch_size):
                xlabel="batch variance (divide by N)")
     ax_var.legend(fontsize=8, loc="upper right")
 
-    mean_spread, var_spread = _spreads()
+    mean_spread, var_spread = _spreads(batch_mean, batch_var)
     sizes = np.array(BATCH_SIZES)
     ax_spread.loglog(sizes, mean_spread, "o-", color="tab:blue", label="spread of batch means")
     ax_spread.loglog(sizes, var_spread, "o-", color="tab:orange",
@@ -223,11 +232,14 @@ def draw_batch_noise(batch_size):
     ax_spread.minorticks_off()
     ax_spread.legend(fontsize=8, loc="lower left")
     fig.tight_layout()
+    plt.close(fig)
     return fig
 
 
-def batch_noise_panel():
-    """Slider over batch sizes 2..256 (powers of two) redrawing ``draw_batch_noise``."""
+def batch_noise_panel(batch_mean, batch_var):
+    """Slider over batch sizes 2..256 (powers of two); the statistics are computed
+    with the functions given (yours, in the notebook)."""
     size = widgets.SelectionSlider(options=BATCH_SIZES, value=32, description="batch size",
                                    continuous_update=False)
-    return slider_panel(draw_batch_noise, batch_size=size)
+    return slider_panel(functools.partial(draw_batch_noise, batch_mean, batch_var),
+                        batch_size=size)

@@ -1,22 +1,29 @@
 """Figures, printouts and the slider of notebook 02 (normalizing). NumPy and matplotlib only.
 
 * ``rounding_noise()``: why eps matters even when a feature is "exactly" constant.
-* ``normalize_panel()``: shift, scale and eps sliders over three features (ordinary,
-  tiny spread, constant) before and after normalizing.
-* ``output_variance_figure()``: the output variance is var / (var + eps), not 1.
+* ``normalize_panel(normalize)``: shift, scale and eps sliders over three features
+  (ordinary, tiny spread, constant) before and after normalizing.
+* ``output_variance_figure(normalize)``: the output variance is var / (var + eps), not 1.
+
+The panel and the figure run the ``normalize`` they are given: the student's, in the notebook.
+
+Every figure comes back already closed in pyplot: the notebook shows it once, as the
+cell's value, instead of once more when the cell ends.
 """
+
+import functools
 
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import numpy as np
 
-from bn_course.reference.numpy import normalize
+from bn_course.reference import numpy as ref
 from bn_course.widgets import slider_panel
 
 
-def _normalize_with_batch_stats(x, eps):
-    """Normalize x with its own biased statistics; 0/0 gives NaN here without a warning,
-    because showing that NaN is the point of eps=0 in these demos."""
+def _normalize_with_batch_stats(normalize, x, eps):
+    """normalize(x, ...) with x's own biased statistics; 0/0 gives NaN here without a
+    warning, because showing that NaN is the point of eps=0 in these demos."""
     with np.errstate(divide="ignore", invalid="ignore"):
         return normalize(x, x.mean(axis=0), x.var(axis=0), eps)
 
@@ -37,8 +44,8 @@ def constant_feature_in_float32(value=0.1, n=7, eps=1e-5):
         "mean": mean[0],
         "centred": centred[:, 0],
         "var": x.var(axis=0)[0],
-        "without_eps": _normalize_with_batch_stats(x, 0.0)[:, 0],
-        "with_eps": _normalize_with_batch_stats(x, np.float32(eps))[:, 0],
+        "without_eps": _normalize_with_batch_stats(ref.normalize, x, 0.0)[:, 0],
+        "with_eps": _normalize_with_batch_stats(ref.normalize, x, eps)[:, 0],
     }
 
 
@@ -82,11 +89,11 @@ def _strip(ax, values, colour):
     ax.set_yticks([])
 
 
-def draw_normalize(shift, scale, eps):
+def draw_normalize(normalize, shift, scale, eps):
     """Left: each feature as given. Right: after normalizing with its batch statistics,
     on a fixed axis, with the output mean and variance against var / (var + eps)."""
     x = panel_input(shift, scale)
-    out = _normalize_with_batch_stats(x, eps)
+    out = np.asarray(_normalize_with_batch_stats(normalize, x, eps))
     var = x.var(axis=0)
     fig, axes = plt.subplots(len(FEATURES), 2, figsize=(12, 5.2))
     for d, (name, (ax_in, ax_out)) in enumerate(zip(FEATURES, axes)):
@@ -111,13 +118,14 @@ def draw_normalize(shift, scale, eps):
     fig.suptitle(f"normalize(x, mean, var, eps={eps:g}) with x = {shift:g} + {scale:.3g} * "
                  "spread * noise", fontsize=10)
     fig.tight_layout()
+    plt.close(fig)
     return fig
 
 
-def normalize_panel():
+def normalize_panel(normalize):
     """Sliders for the shift and the scale of the input and for eps."""
     return slider_panel(
-        draw_normalize,
+        functools.partial(draw_normalize, normalize),
         shift=widgets.FloatSlider(value=0.0, min=-100, max=100, step=1, description="shift",
                                   continuous_update=False),
         scale=widgets.FloatLogSlider(value=1.0, base=10, min=-3, max=3, step=0.25,
@@ -129,15 +137,15 @@ def normalize_panel():
 
 # --- the output variance is var / (var + eps) ----------------------------------
 
-def output_variances(variances, eps, n=256):
+def output_variances(normalize, variances, eps, n=256):
     """Measured output variance of normalizing a batch whose biased variance is each
     of ``variances`` (exactly: the batch is a standardized batch scaled to it)."""
     z = _standard_batch(n)[:, 0]
     x = np.sqrt(np.asarray(variances, dtype=np.float64))[None, :] * z[:, None]
-    return _normalize_with_batch_stats(x, eps).var(axis=0)
+    return np.asarray(_normalize_with_batch_stats(normalize, x, eps)).var(axis=0)
 
 
-def output_variance_figure(eps_values=(1e-5, 1e-3)):
+def output_variance_figure(normalize, eps_values=(1e-5, 1e-3)):
     """Output variance against input variance (log axis): the curve var / (var + eps)
     and measured points, for each eps; the knee sits at var = eps."""
     variances = np.logspace(-9, 3, 25)
@@ -145,15 +153,17 @@ def output_variance_figure(eps_values=(1e-5, 1e-3)):
     fig, ax = plt.subplots(figsize=(8, 3.8))
     for eps, colour in zip(eps_values, ("tab:blue", "tab:purple")):
         ax.semilogx(fine, fine / (fine + eps), color=colour, label=f"var / (var + {eps:g})")
-        ax.semilogx(variances, output_variances(variances, eps), "o", color=colour, ms=4,
+        ax.semilogx(variances, output_variances(normalize, variances, eps), "o", color=colour, ms=4,
                     label=f"measured, eps = {eps:g}")
         ax.axvline(eps, color=colour, linestyle=":", alpha=0.6)
     ax.axhline(1, color="grey", linewidth=0.8)
-    ax.annotate("smaller var, closer to 0;\na constant feature (var = 0)\ngives exactly 0", xy=(variances[0], 0),
-                xytext=(2e-9, 0.35), fontsize=8, arrowprops={"arrowstyle": "->"})
+    ax.annotate("smaller var, closer to 0;\na constant feature (var = 0)\ngives exactly 0",
+                xy=(variances[0], 0), xytext=(2e-9, 0.35), fontsize=8,
+                arrowprops={"arrowstyle": "->"})
     ax.set(xlabel="variance of the input feature", ylabel="variance after normalizing",
            title="Normalizing gives variance var/(var+eps): just under 1 for ordinary features, "
                  "\nabout 1/2 at var = eps (dotted), and 0 for a constant feature (var = 0)")
     ax.legend(fontsize=8, loc="center right")
     fig.tight_layout()
+    plt.close(fig)
     return fig

@@ -9,14 +9,6 @@ from bn_course.widgets import slider_panel
 SIGMOID_RANGE = (-8.0, 8.0)
 
 
-def subplots(*args, **kwargs):
-    """``plt.subplots``, with the figure closed in pyplot right away: the notebook
-    shows the returned Figure once, instead of once more at the end of the cell."""
-    fig, axes = plt.subplots(*args, **kwargs)
-    plt.close(fig)
-    return fig, axes
-
-
 def sigmoid(z):
     return 1.0 / (1.0 + np.exp(-z))
 
@@ -25,7 +17,10 @@ def linearity(z):
     """R^2 of the best straight line through the points (z, sigmoid(z)).
 
     1.0 means that on these inputs the sigmoid is, in effect, a linear map.
+    NaN when all the inputs are equal (gamma = 0): there is no line to fit.
     """
+    if np.ptp(z) == 0:
+        return float("nan")
     return np.corrcoef(z, sigmoid(z))[0, 1] ** 2
 
 
@@ -40,8 +35,9 @@ def _draw_sigmoid_inputs(ax, z, title):
     counts, edges = np.histogram(z, bins=40, range=SIGMOID_RANGE)
     ax.bar(edges[:-1], 0.25 * counts / counts.max(), width=np.diff(edges), align="edge",
            bottom=-0.3, color="C1", alpha=0.5, label="inputs (histogram)")
-    ax.set(xlim=SIGMOID_RANGE, ylim=(-0.3, 1.1), xlabel="sigmoid input z",
-           title=f"{title}\nstraight-line fit $R^2$ = {linearity(z):.3f}")
+    r2 = linearity(z)
+    fit = "no fit: all inputs equal" if np.isnan(r2) else f"straight-line fit $R^2$ = {r2:.3f}"
+    ax.set(xlim=SIGMOID_RANGE, ylim=(-0.3, 1.1), xlabel="sigmoid input z", title=f"{title}\n{fit}")
     ax.axhline(0, color="0.85", lw=0.8, zorder=0)
 
 
@@ -55,12 +51,13 @@ def sigmoid_linear_region(seed=0, n=500):
     views = [(raw, "as the layer produced them"),
              (normalized, "normalized: mean 0, variance 1"),
              (gamma * normalized + beta, rf"normalized, then $\gamma$={gamma:g}, $\beta$={beta:g}")]
-    fig, axes = subplots(1, 3, figsize=(13, 3.8), sharey=True)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), sharey=True)
     for ax, (z, title) in zip(axes, views):
         _draw_sigmoid_inputs(ax, z, title)
     axes[0].set_ylabel("sigmoid output")
     axes[0].legend(loc="upper left", fontsize=7)
     fig.tight_layout()
+    plt.close(fig)  # shown once, as the cell's value
     return fig
 
 
@@ -78,7 +75,7 @@ def gamma_beta_panel(batchnorm_forward, x=None):
 
     def draw(gamma, beta):
         y = np.asarray(batchnorm_forward(x, np.array([gamma]), np.array([beta])))[:, 0]
-        fig, (left, right) = subplots(1, 2, figsize=(12, 3.8))
+        fig, (left, right) = plt.subplots(1, 2, figsize=(12, 3.8))
         bins = np.linspace(-12, 16, 85)
         left.hist(x[:, 0], bins=bins, color="0.6", alpha=0.6, label="input x")
         left.hist(y, bins=bins, color="C0", alpha=0.7, label="output y")
@@ -88,7 +85,7 @@ def gamma_beta_panel(batchnorm_forward, x=None):
         left.legend(fontsize=8)
         _draw_sigmoid_inputs(right, y, "the output fed to a sigmoid")
         fig.tight_layout()
-        return fig
+        return fig  # the panel shows it, then closes it
 
     return slider_panel(
         draw,

@@ -10,7 +10,7 @@ N*H*W). The conventions are PyTorch's: normalize with the biased variance, ``eps
 inside the square root, update the running variance with the unbiased one, and
 ``momentum`` is the weight of the new value.
 
-What makes it fast (fwd+bwd within about 2x of PyTorch's fused C++ kernels on CPU;
+What makes it fast (forward+backward within 2x of PyTorch's fused C++ kernels on CPU;
 ``bench/bench_reference.py`` measures it):
 
 * few passes over memory: the forward pass centres ``x`` once and reuses that tensor
@@ -18,7 +18,10 @@ What makes it fast (fwd+bwd within about 2x of PyTorch's fused C++ kernels on CP
 * gamma and 1/std fold into one per-channel ``scale``, so the output is a single
   ``x_centred * scale + beta`` (``torch.addcmul``), and no ``x_hat`` is stored;
 * the backward pass needs only two per-channel sums, sum(dout) and sum(dout * x_hat),
-  after which ``dx = dout * a + x_centred * b + c`` with per-channel a, b, c.
+  after which ``dx = dout * a + x_centred * b + c`` with per-channel a, b, c;
+* few fresh full-size tensors: on CPU a new large tensor costs about as much as a pass
+  over it (the OS hands out its pages one fault at a time), so each scratch buffer
+  is reused for a result (``out=``): three new tensors per step, where PyTorch needs two.
 
 Two passes (mean, then squared deviations) rather than ``torch.var_mean``: Welford's
 one-pass algorithm would be as exact at large offsets such as 1e4 +- 1, but its CPU
@@ -29,12 +32,12 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-__all__ = ["BatchNormFunction", "batch_norm", "BatchNorm1d", "BatchNorm2d"]
+__all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNormFunction", "batch_norm"]
 
 
 def _reduce_dims(x):
     """Every axis but the channel axis 1: (0,) for (N, C), (0, 2, 3) for (N, C, H, W)."""
-    return (0,) + tuple(range(2, x.ndim))
+    return (0, *range(2, x.ndim))
 
 
 def _per_channel(v, x):
@@ -87,19 +90,18 @@ class BatchNormFunction(torch.autograd.Function):
         values_per_channel = x_centred.numel() // x_centred.shape[1]
         dout = dout.to(x_centred.dtype)
         dbias = dout.sum(dims)
-        dx = torch.mul(dout, x_centred)  # a scratch buffer that becomes dx below
-        dweight = dx.sum(dims) * inv_std  # sum(dout * x_hat)
-        if ctx.needs_input_grad[0]:
+        scratch = torch.mul(dout, x_centred)  # its memory becomes dx below
+        dweight = scratch.sum(dims) * inv_std  # sum(dout * x_hat)
+        needs_dx, needs_dweight, needs_dbias, _ = ctx.needs_input_grad
+        dx = None
+        if needs_dx:
             # dx = gamma/std * (dout - mean(dout) - x_hat * mean(dout * x_hat)), as
             # dout * a + c in one pass, then + x_centred * b in a second one.
             a = inv_std if weight is None else weight * inv_std
             b = -a * inv_std * dweight / values_per_channel
             c = -a * dbias / values_per_channel
-            torch.addcmul(_per_channel(c, dx), dout, _per_channel(a, dx), out=dx)
-            dx = dx.addcmul_(x_centred, _per_channel(b, dx)).to(ctx.input_dtype)
-        else:
-            dx = None
-        _, needs_dweight, needs_dbias, _ = ctx.needs_input_grad
+            dx = torch.addcmul(_per_channel(c, dout), dout, _per_channel(a, dout), out=scratch)
+            dx = dx.addcmul_(x_centred, _per_channel(b, dout)).to(ctx.input_dtype)
         return dx, dweight if needs_dweight else None, dbias if needs_dbias else None, None
 
 
@@ -139,11 +141,12 @@ class _BatchNorm(nn.Module):
 
     Same constructor, parameters (``weight``, ``bias``) and buffers (``running_mean``,
     ``running_var``, ``num_batches_tracked``) as ``torch.nn.BatchNorm2d``, so that
-    state_dicts load both ways. ``momentum=None`` gives the cumulative average.
+    state_dicts load both ways. ``momentum=None`` gives the cumulative average;
+    ``bias=False`` (keyword only, as in recent torch) learns a scale but no shift.
     """
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
-                 track_running_stats=True, device=None, dtype=None):
+                 track_running_stats=True, device=None, dtype=None, *, bias=True):
         super().__init__()
         self.num_features = num_features
         self.eps = eps
@@ -151,12 +154,10 @@ class _BatchNorm(nn.Module):
         self.affine = affine
         self.track_running_stats = track_running_stats
         like = {"device": device, "dtype": dtype}
-        if affine:
-            self.weight = nn.Parameter(torch.ones(num_features, **like))
-            self.bias = nn.Parameter(torch.zeros(num_features, **like))
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        self.register_parameter(
+            "weight", nn.Parameter(torch.ones(num_features, **like)) if affine else None)
+        self.register_parameter(
+            "bias", nn.Parameter(torch.zeros(num_features, **like)) if affine and bias else None)
         if track_running_stats:
             self.register_buffer("running_mean", torch.zeros(num_features, **like))
             self.register_buffer("running_var", torch.ones(num_features, **like))
@@ -193,7 +194,8 @@ class _BatchNorm(nn.Module):
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
-                f"affine={self.affine}, track_running_stats={self.track_running_stats}")
+                f"affine={self.affine}, bias={self.bias is not None}, "
+                f"track_running_stats={self.track_running_stats}")
 
 
 class BatchNorm1d(_BatchNorm):

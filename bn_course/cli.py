@@ -1,0 +1,238 @@
+"""The ``bn-course`` command: open, build, check and grade the course.
+
+Importing this module is cheap on purpose (``bn-course --help`` must be instant):
+torch, nbgrader and jupyter load only inside the command that needs them.
+"""
+
+import argparse
+import os
+import secrets
+import subprocess
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from importlib.util import find_spec
+from pathlib import Path
+
+from bn_course import __version__, course
+
+# Exit statuses: 0 all is well, 1 the work found a problem, 2 a bad command line.
+FAILED, USAGE = 1, 2
+
+DOCTOR_PACKAGES = ["numpy", "torch", "matplotlib", "ipywidgets", "nbgrader", "jupyterlab"]
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return USAGE
+    try:
+        return args.run(args)
+    except course.CourseError as error:
+        print(f"bn-course {args.command}: error: {error}", file=sys.stderr)
+        return FAILED
+    except KeyboardInterrupt:
+        print(f"bn-course {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="bn-course",
+        description="Batch Normalization from first principles: open, build, check and "
+                    "grade the course's notebooks.")
+    parser.add_argument("--version", action="version", version=f"bn-course {__version__}")
+    commands = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND")
+
+    lab = commands.add_parser("lab", help="open the course in JupyterLab",
+                              description="Start JupyterLab on the course's notebooks/ "
+                                          "folder and print its URL.")
+    lab.add_argument("--no-browser", action="store_true", help="print the URL, open no browser")
+    lab.add_argument("--port", type=_port, default=8888, help="port to serve on (default 8888)")
+    lab.set_defaults(run=run_lab, parser=lab)
+
+    build = commands.add_parser(
+        "build", help="regenerate notebooks/ from solutions/ with nbgrader",
+        description="Generate the student release notebooks/NN_slug/ from the nbgrader "
+                    "source solutions/NN_slug/ (nbgrader generate_assignment).")
+    build.add_argument("assignments", nargs="*", metavar="ASSIGNMENT",
+                       help="e.g. 01_batch_statistics (default: all)")
+    build.set_defaults(run=run_build, parser=build)
+
+    check = commands.add_parser(
+        "check", help="verify the release is in sync and every notebook runs",
+        description="Fail if notebooks/ differs from a fresh build, or if a solution "
+                    "notebook does not run top to bottom in a fresh kernel.")
+    check.add_argument("assignments", nargs="*", metavar="ASSIGNMENT",
+                       help="e.g. 01_batch_statistics (default: all)")
+    check.add_argument("--no-run", action="store_true", help="only check that the release is in sync")
+    check.add_argument("--timeout", type=_seconds, default=600,
+                       help="seconds a cell may run (default 600)")
+    check.set_defaults(run=run_check, parser=check)
+
+    grade = commands.add_parser(
+        "grade", help="autograde a folder of submissions and print a score table",
+        description="Autograde submissions laid out as nbgrader's "
+                    "submitted/<student>/<assignment>/<notebook>.ipynb and print each "
+                    "student's score per notebook.")
+    grade.add_argument("submissions", type=Path, metavar="SUBMISSIONS_DIR",
+                       help="the submitted/ folder, or a course folder that contains it")
+    grade.add_argument("--csv", type=Path, metavar="PATH", help="also write the scores to this CSV file")
+    grade.add_argument("--course-dir", type=Path, metavar="DIR",
+                       help="nbgrader course directory to grade in and keep (gradebook.db, "
+                            "autograded/), e.g. to run `nbgrader generate_feedback` after; "
+                            "default: a temporary one")
+    grade.add_argument("--timeout", type=_seconds, default=None,
+                       help="seconds a cell may run (default: nbgrader_config.py's)")
+    grade.set_defaults(run=run_grade, parser=grade)
+
+    doctor = commands.add_parser("doctor", help="report versions, devices and course files",
+                                 description="Report what is installed and where the course is.")
+    doctor.set_defaults(run=run_doctor, parser=doctor)
+    return parser
+
+
+def _port(text):
+    port = _integer(text)
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a port number (1-65535)")
+    return port
+
+
+def _seconds(text):
+    seconds = _integer(text)
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
+    return seconds
+
+
+def _integer(text):
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+def _selected(args, the_course):
+    """The assignments named on the command line; an unknown name is a usage error."""
+    try:
+        return the_course.select(args.assignments)
+    except course.CourseError as error:
+        args.parser.error(str(error))
+
+
+# ---------------------------------------------------------------------------
+
+def run_lab(args):
+    if find_spec("jupyterlab") is None:
+        raise course.CourseError("JupyterLab is not installed: pip install 'bn-course[lab]'")
+    folder = course.find_course().notebooks
+    if not folder.is_dir():
+        raise course.CourseError(f"{folder} does not exist yet: run `bn-course build`")
+    token = secrets.token_hex(24)
+    print(f"JupyterLab on {folder}\n"
+          f"    http://localhost:{args.port}/lab?token={token}\n"
+          f"Ctrl-C stops it.", flush=True)
+    command = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={folder}",
+               f"--ServerApp.port={args.port}", "--ServerApp.port_retries=0"]
+    if args.no_browser:
+        command.append("--no-browser")
+    # The token travels in the environment, not on a command line others can list.
+    env = {**os.environ, "JUPYTER_TOKEN": token}
+    if os.name == "posix":
+        # Become JupyterLab, so that Ctrl-C and kill reach the server itself.
+        os.execve(sys.executable, command, env)
+    return subprocess.call(command, env=env)
+
+
+def run_build(args):
+    the_course = course.find_course()
+    built = course.build(the_course, _selected(args, the_course), progress=True)
+    for path in built:
+        print(f"wrote {path.relative_to(the_course.root)}")
+    return 0
+
+
+def run_check(args):
+    the_course = course.find_course()
+    names = _selected(args, the_course)
+    if not names:
+        raise course.CourseError(f"no notebooks in {the_course.solutions}")
+    stale = course.release_differences(the_course, args.assignments)
+    for assignment, differences in stale.items():
+        print(f"STALE  {assignment}: " + "; ".join(differences))
+    if not stale:
+        print(f"ok     notebooks/ is in sync with solutions/ ({len(names)} notebooks)")
+    failed = bool(stale)
+    if not args.no_run:
+        results = course.run_solutions(the_course, names, timeout=args.timeout, progress=True)
+        for result in results:
+            status = f"FAILED {result.error}" if result.error else "ran"
+            print(f"{result.seconds:6.1f} s  {result.assignment}  {status}")
+        print(f"{sum(r.seconds for r in results):6.1f} s  in all")
+        failed = failed or any(result.error for result in results)
+    if stale:
+        print("run `bn-course build` to regenerate notebooks/", file=sys.stderr)
+    return FAILED if failed else 0
+
+
+def run_grade(args):
+    if not args.submissions.is_dir():
+        args.parser.error(f"SUBMISSIONS_DIR {args.submissions} is not a folder")
+    the_course = course.find_course()
+    grades, notices = course.grade(the_course, args.submissions, course_dir=args.course_dir,
+                                   timeout=args.timeout, progress=True)
+    for notice in notices:
+        print(f"note: {notice}", file=sys.stderr)
+    problems = sorted({(g.student, g.assignment, g.problem) for g in grades if g.problem})
+    for student, assignment, problem in problems:
+        print(f"not graded: {student}/{assignment}: {problem}", file=sys.stderr)
+    if grades:
+        print(course.format_table(grades))
+    if args.csv:
+        course.write_csv(grades, args.csv)
+        print(f"wrote {args.csv}")
+    if args.course_dir:
+        print(f"nbgrader course directory kept in {args.course_dir}")
+    return FAILED if problems or not grades else 0
+
+
+def run_doctor(args):
+    rows = [("bn-course", __version__),
+            ("Python", f"{sys.version.split()[0]} ({sys.executable})")]
+    rows += [(name, _installed_version(name)) for name in DOCTOR_PACKAGES]
+    rows += [("devices", _devices()), ("course", _course_files())]
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name.ljust(width)}  {value}")
+    return 0
+
+
+def _installed_version(distribution):
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return "missing"
+
+
+def _devices():
+    try:
+        import torch
+    except Exception as error:  # noqa: BLE001 -- missing or broken, doctor must still report
+        return f"unknown (torch does not import: {type(error).__name__})"
+    cuda = torch.cuda.is_available()
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    found = [f"CUDA ({torch.cuda.get_device_name(0)})" if cuda else None, "MPS" if mps else None]
+    return "CPU, " + (", ".join(d for d in found if d) or "no CUDA or MPS")
+
+
+def _course_files():
+    try:
+        the_course = course.find_course()
+    except course.CourseError as error:
+        return f"not found: {error}"
+    sources = len(the_course.assignments())
+    releases = len(list(the_course.notebooks.glob("*/*.ipynb")))
+    return (f"{the_course.root} (solutions/: {sources} notebooks, "
+            f"notebooks/: {releases} notebooks)")

@@ -1,0 +1,202 @@
+"""Figures, sliders and the "forgot model.eval()" lab for notebook 04 (train vs eval).
+
+torch is imported only by the functions that train or compare with it.
+"""
+
+import contextlib
+from dataclasses import dataclass
+
+import ipywidgets as widgets
+import matplotlib.pyplot as plt
+import numpy as np
+
+from bn_course.data import drifting_stream
+from bn_course.widgets import grading, slider_panel
+
+MOMENTA = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+
+
+# --- how much each past batch counts ------------------------------------------
+
+def ema_weights(momentum, num_batches):
+    """Weight of each of the last ``num_batches`` batch statistics (oldest first) in
+    an exponential moving average started at 0 (the initial value keeps the rest)."""
+    age = np.arange(num_batches)[::-1]  # 0 for the newest batch
+    return momentum * (1 - momentum) ** age
+
+
+def ema_weights_figure(num_batches=200, momenta=(0.1, 0.01)):
+    """The weights of a running average after ``num_batches`` training steps, for a
+    few momenta and for the cumulative average (PyTorch's momentum=None)."""
+    fig, ax = plt.subplots(figsize=(9, 3.4))
+    step = np.arange(1, num_batches + 1)
+    for momentum in momenta:
+        ax.plot(step, ema_weights(momentum, num_batches), lw=2, label=f"momentum = {momentum:g}")
+    ax.plot(step, np.full(num_batches, 1 / num_batches), "k--", lw=1.5,
+            label=f"cumulative average (momentum=None): 1/{num_batches} each")
+    ax.set(xlabel="training step that produced the batch statistics",
+           ylabel="weight in the running value", yscale="log", ylim=(1e-6, 0.3),
+           title=f"What the running statistics are made of after {num_batches} steps")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    plt.close(fig)  # shown once, as the cell's value
+    return fig
+
+
+# --- momentum on a drifting stream ---------------------------------------------
+
+def track_stream(update_running_stats, stream, momentum):
+    """Running means (T, D) after each batch of ``stream``, starting from PyTorch's
+    initial values. ``momentum=None`` gives the cumulative average, as in PyTorch:
+    the t-th update uses momentum 1/t."""
+    num_features = stream.batches.shape[2]
+    running_mean, running_var = np.zeros(num_features), np.ones(num_features)
+    history = []
+    for t, batch in enumerate(stream.batches, start=1):
+        m = 1 / t if momentum is None else momentum
+        running_mean, running_var = update_running_stats(running_mean, running_var, batch, m)
+        history.append(np.array(running_mean, dtype=np.float64).reshape(num_features))
+    return np.stack(history)
+
+
+def momentum_panel(update_running_stats, stream=None):
+    """A momentum slider over a stream whose mean drifts, as the input of a layer does
+    while the weights below it train; uses the student's ``update_running_stats``."""
+    if stream is None:
+        stream = drifting_stream(num_batches=200, batch_size=16, drift_per_batch=0.05)
+    step = np.arange(1, len(stream.means) + 1)
+    true_mean = stream.means[:, 0]
+    batch_means = stream.batches.mean(axis=1)[:, 0]
+
+    def draw(momentum):
+        cumulative = track_stream(update_running_stats, stream, None)[:, 0]
+        running = track_stream(update_running_stats, stream, momentum)[:, 0]
+        lag = true_mean[-1] - running[-1]
+        wiggle = _wiggle(step[len(step) // 2:], running[len(step) // 2:])
+        fig, ax = plt.subplots(figsize=(10, 4))
+        ax.plot(step, batch_means, ".", color="0.7", ms=4, label="mean of each batch")
+        ax.plot(step, true_mean, "k--", lw=1.5, label="true mean")
+        ax.plot(step, cumulative, color="C2", lw=1.5, label="cumulative average (momentum=None)")
+        ax.plot(step, running, color="C3", lw=2.5, label=f"running mean, momentum={momentum:g}")
+        ax.set(xlabel="training step (batch)", ylabel="feature mean",
+               title=f"last step: true mean - running mean = {lag:.2f} (lag); "
+                     f"wiggle around its own trend: {wiggle:.2f} (noise)")
+        ax.legend(fontsize=8, loc="upper left")
+        fig.tight_layout()
+        return fig  # the panel shows it, then closes it
+
+    return slider_panel(draw, momentum=widgets.SelectionSlider(
+        options=MOMENTA, value=0.1, description="momentum", continuous_update=False))
+
+
+def _wiggle(step, values):
+    """Standard deviation of values around the best straight line through them."""
+    slope, intercept = np.polyfit(step, values, deg=1)
+    return float(np.std(values - (slope * step + intercept)))
+
+
+# --- torch, on one thread -----------------------------------------------------
+
+@contextlib.contextmanager
+def _one_torch_thread():
+    """Run torch on one thread: for matrices this small, handing work to a second
+    thread costs more than it saves (several times more on a busy 2-core machine)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+# --- the student's class next to torch.nn.BatchNorm1d --------------------------
+
+def compare_with_torch(BatchNorm1d, num_features=4, batch_size=8, momentum=0.2, seed=0):
+    """Drive the student's ``BatchNorm1d`` and ``torch.nn.BatchNorm1d`` (float64) with
+    the same batches, three train calls then two eval calls, and print the largest
+    differences in the output and the running statistics after each call.
+    Nothing under nbgrader (it would import torch for every submission)."""
+    if grading():
+        return
+    import torch
+
+    rng = np.random.default_rng(seed)
+    mine = BatchNorm1d(num_features, momentum=momentum)
+    theirs = torch.nn.BatchNorm1d(num_features, momentum=momentum, dtype=torch.float64)
+    gamma, beta = rng.uniform(0.5, 2.0, num_features), rng.uniform(-1.0, 1.0, num_features)
+    mine.gamma, mine.beta = gamma.copy(), beta.copy()
+    with torch.no_grad():
+        theirs.weight.copy_(torch.from_numpy(gamma))
+        theirs.bias.copy_(torch.from_numpy(beta))
+
+    print(f"{'call':>4}  {'mode':<5}  {'output':>8}  {'running_mean':>12}  {'running_var':>11}")
+    for call, mode in enumerate(["train", "train", "train", "eval", "eval"], start=1):
+        x = rng.normal(3.0, 2.0, size=(batch_size, num_features))
+        mine.train() if mode == "train" else mine.eval()
+        theirs.train(mode == "train")
+        with torch.no_grad(), _one_torch_thread():
+            expected = theirs(torch.from_numpy(x)).numpy()
+        differences = [_max_difference(mine(x), expected),
+                       _max_difference(mine.running_mean, theirs.running_mean.numpy()),
+                       _max_difference(mine.running_var, theirs.running_var.numpy())]
+        print(f"{call:>4}  {mode:<5}  " + "  ".join(
+            f"{d:>{w}.1e}" for d, w in zip(differences, (8, 12, 11))))
+
+
+def _max_difference(mine, theirs):
+    return float(np.max(np.abs(np.asarray(mine, dtype=np.float64).reshape(theirs.shape)
+                               - theirs)))
+
+
+# --- the "forgot model.eval()" lab ---------------------------------------------
+
+@dataclass(frozen=True)
+class ForgotEvalResult:
+    eval_accuracy: float         # model.eval(): the same for any batch size
+    train_mode_accuracy: dict    # inference batch size -> accuracy in train mode
+    steps: int
+
+
+def forgot_eval_experiment(steps=300, batch_sizes=(2, 3, 4, 8, 32, 128), seed=0):
+    """Train a small MLP with BN on the digits, then test it in eval mode and, as if
+    ``model.eval()`` had been forgotten, in train mode on batches of each size."""
+    from bn_course.data import load_digits
+    from bn_course.train import evaluate, make_mlp, train
+
+    data = load_digits(seed=seed)
+    with _one_torch_thread():
+        model = make_mlp(data.num_features, hidden=64, depth=2, num_classes=data.num_classes,
+                         bn=True, seed=seed)
+        train(model, data, steps=steps, lr=0.1, seed=seed, eval_every=steps)
+        x_test, y_test = data.to_torch("test")
+        eval_accuracy = evaluate(model, x_test, y_test)
+        train_mode = {size: evaluate(model, x_test, y_test, batch_size=size, train_mode=True)
+                      for size in batch_sizes}
+    return ForgotEvalResult(eval_accuracy, train_mode, steps)
+
+
+def forgot_eval_figure(result):
+    sizes = list(result.train_mode_accuracy)
+    accuracy = [100 * a for a in result.train_mode_accuracy.values()]
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    bars = ax.bar([str(s) for s in sizes], accuracy, color="C3", alpha=0.8,
+                  label="train mode (forgot model.eval())")
+    ax.bar_label(bars, fmt="%.0f%%", padding=-14, color="white", fontsize=9)
+    ax.axhline(100 * result.eval_accuracy, color="C0", lw=2,
+               label=f"eval mode, any batch size: {100 * result.eval_accuracy:.1f}%")
+    ax.axhline(10, color="0.5", ls=":", lw=1, label="chance (10 classes)")
+    ax.set(xlabel="examples per batch at test time", ylabel="test accuracy (%)", ylim=(0, 105),
+           title=f"The same trained network ({result.steps} steps), two ways to run it")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    plt.close(fig)  # shown once, as the cell's value
+    return fig
+
+
+def forgot_eval_lab(steps=300):
+    """The lab in one call: train, test both ways, and plot. Nothing under nbgrader."""
+    if grading():
+        return None
+    return forgot_eval_figure(forgot_eval_experiment(steps=steps))
