@@ -13,7 +13,9 @@ become a failed result with a message.
 """
 
 import contextlib
+import functools
 import html
+import importlib.util
 import io
 import os
 import signal
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bn_course.exercises import EXERCISES, GROUPS, CandidateProblem, InputModified, WrongArity
-from bn_course.mistakes import mistake_named, mistakes_for
+from bn_course.mistakes import DETECTED, mistake_named, mistakes_for
 
 __all__ = ["CheckResult", "check", "grade", "Progress", "relative_error", "NOTEBOOK_EXERCISES"]
 
@@ -85,6 +87,12 @@ def _time_limit(seconds):
         return
 
     def stop(signum, frame):
+        if _importing(frame):
+            # Interrupting an import (torch pulls in sympy on first autograd use)
+            # would leave a half-initialized module in the student's kernel: give
+            # the candidate a fresh allowance once the import is done instead.
+            signal.setitimer(signal.ITIMER_REAL, seconds)
+            return
         raise _TimeLimit
 
     previous = signal.signal(signal.SIGALRM, stop)
@@ -94,6 +102,14 @@ def _time_limit(seconds):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def _importing(frame):
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
 
 
 class _ForbiddenCallWatch:
@@ -110,12 +126,20 @@ class _ForbiddenCallWatch:
             filename, function = frame.f_code.co_filename, frame.f_code.co_name
             if filename.startswith(REFERENCE_DIR):
                 self.mistake = "calls-course-reference"
-            elif "torch" in filename and (
+            elif filename.startswith(_torch_dir()) and (
                     "batch_norm" in function or filename.endswith("batchnorm.py")
                     or (filename.endswith("_ops.py") and "batch_norm" in _op_name(frame))):
                 self.mistake = "uses-builtin-batchnorm"
         elif event == "c_call" and "batch_norm" in getattr(arg, "__name__", ""):
             self.mistake = "uses-builtin-batchnorm"
+
+
+@functools.cache
+def _torch_dir():
+    """Where torch is installed, found without importing it ("\0" when absent,
+    which no filename starts with)."""
+    spec = importlib.util.find_spec("torch")
+    return spec.submodule_search_locations[0] if spec else "\0"
 
 
 def _op_name(frame):
@@ -192,7 +216,15 @@ def _failure(exercise, case, error):
         return _Failed(f"{error.message}\n{mistake.diagnosis}\nHint: {mistake.hint}", mistake.id)
     if isinstance(error, CandidateProblem):
         return _Failed(f"On {case.description}: {error.message}")
-    return _Failed(f"On {case.description}, your code raised {type(error).__name__}: {error}")
+    return _Failed(f"On {case.description}, your code raised {type(error).__name__}: "
+                   f"{_printable(error)}")
+
+
+def _printable(error):
+    try:
+        return str(error)
+    except Exception:  # a student's exception class whose __str__ fails
+        return "(its message could not be printed)"
 
 
 def _trusted_outputs(case, implementation, may_fail=True):
@@ -219,7 +251,13 @@ def _describe(value):
         return "a torch.Tensor (convert it with .numpy())"
     if isinstance(value, np.ndarray):
         return f"an array of shape {value.shape} and dtype {value.dtype}"
-    return f"a {type(value).__name__}"
+    return f"a value of type {type(value).__name__}"
+
+
+def _describe_candidate(candidate):
+    if candidate is None:
+        return "None: did the cell that defines it run?"
+    return _describe(candidate)
 
 
 def _type_problem(expected, got):
@@ -274,7 +312,9 @@ def _same(a, b, tolerance):
     if any(booleans):
         return all(booleans) and bool(a) == bool(b)
     a, b = _aligned(b, a), np.asarray(b)
-    if a.shape != b.shape or not np.issubdtype(a.dtype, np.number):
+    real = all(np.issubdtype(v.dtype, np.integer) or np.issubdtype(v.dtype, np.floating)
+               for v in (a, b))
+    if a.shape != b.shape or not real:
         return False
     a, b = a.astype(np.float64), b.astype(np.float64)
     finite = np.isfinite(a)
@@ -312,7 +352,8 @@ def _verdict(exercise, candidate, groups):
         return CheckResult(exercise.name, True,
                            f"All {len(cases)} hidden cases match the reference "
                            f"(largest relative error {worst:.1e}).")
-    for mistake in mistakes_for(exercise.name):
+    matchable = [m for m in mistakes_for(exercise.name) if m.id not in DETECTED]
+    for mistake in matchable:
         if all(_matches(outputs, _trusted_outputs(case, mistake.variant), case.tolerance)
                for case, outputs in played):
             return CheckResult(exercise.name, False,
@@ -330,7 +371,7 @@ def check(name, candidate, groups=GROUPS):
         groups = (groups,)
     if not callable(candidate):
         return CheckResult(name, False, f"Expected your {exercise.signature}, got "
-                                        f"{_describe(candidate)}.")
+                                        f"{_describe_candidate(candidate)}.")
     try:
         return _verdict(exercise, candidate, groups)
     except _Failed as failure:

@@ -114,18 +114,38 @@ def _per_feature(rng, d, low, high, dtype):
 
 # --- playing a case ---------------------------------------------------------
 
+def _fresh_copy(value):
+    """A copy the candidate may ruin. Arrays keep their memory layout: a strided
+    view stays a strided view (non-contiguous input is one of the hidden cases)."""
+    if not isinstance(value, np.ndarray):
+        return copy.deepcopy(value)
+    if value.flags.c_contiguous or value.flags.f_contiguous:
+        return value.copy(order="K")
+    buffer = np.empty(tuple(2 * size for size in value.shape), dtype=value.dtype)
+    view = buffer[(slice(None, None, 2),) * value.ndim]
+    view[...] = value
+    return view
+
+
+def _unchanged(original, passed):
+    """Arrays equal; objects (such as fold_batchnorm's `bn`) with equal attributes."""
+    if isinstance(original, np.ndarray):
+        return np.array_equal(original, passed, equal_nan=True)
+    if hasattr(original, "__dict__"):
+        return all(_unchanged(value, getattr(passed, name, None))
+                   for name, value in vars(original).items())
+    return True
+
+
 def call_unmodified(function, args, kwargs, may_modify=()):
     """Call function on copies of args; raise InputModified if it changed one.
 
     ``may_modify`` names the arguments that the API allows to be updated in
     place (the running statistics)."""
-    names = list(args)
-    copies = [np.array(a, copy=True, order="K") if isinstance(a, np.ndarray) else a
-              for a in args.values()]
-    result = function(*copies, **kwargs)
-    for name, original, passed in zip(names, args.values(), copies):
-        if (isinstance(original, np.ndarray) and name not in may_modify
-                and not np.array_equal(original, passed, equal_nan=True)):
+    copies = {name: _fresh_copy(value) for name, value in args.items()}
+    result = function(*copies.values(), **kwargs)
+    for name, original in args.items():
+        if name not in may_modify and not _unchanged(original, copies[name]):
             raise InputModified(name)
     return result
 
@@ -466,6 +486,15 @@ def _module_case(description, batches, douts, weight, bias, loaded_state, kwargs
 
     def play(cls):
         import torch
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # these tensors are tiny: threads only cost time
+        try:
+            return play_on_one_thread(cls)
+        finally:
+            torch.set_num_threads(threads)
+
+    def play_on_one_thread(cls):
+        import torch
         device = "cuda" if torch.cuda.is_available() else "cpu"
         like = {"device": device, "dtype": torch.float32 if float32 else torch.float64}
 
@@ -493,8 +522,8 @@ def _module_case(description, batches, douts, weight, bias, loaded_state, kwargs
             x = tensor(x_values).requires_grad_(True)
             out = layer(x)
             where = f"call {step} ({mode} mode)"
-            outputs.append((f"output of {where}", _numpy_of(out, f"the output of {where}")))
-            out.backward(tensor(dout))
+            outputs.append((f"output of {where}", _output_of(out, x, where)))
+            _backward(out, tensor(dout), where)
             outputs += [(f"{name} after {where}", _numpy_of(value, f"{name} after {where}"))
                         for name, value in [("x.grad", x.grad), ("weight.grad", layer.weight.grad),
                                             ("bias.grad", layer.bias.grad),
@@ -519,6 +548,30 @@ def unwatched():
         yield
     finally:
         sys.setprofile(previous)
+
+
+def _output_of(out, x, where):
+    if out is None:
+        raise CandidateProblem(f"forward() returned None on {where}: is a `return` missing?")
+    if not hasattr(out, "detach"):
+        raise CandidateProblem(f"forward() returned a {type(out).__name__} on {where}; "
+                               "it should return a torch.Tensor.")
+    if tuple(out.shape) != tuple(x.shape):
+        raise CandidateProblem(f"forward() returned shape {tuple(out.shape)} on {where}, "
+                               f"expected the input's shape {tuple(x.shape)}.")
+    return _numpy_of(out, f"the output of {where}")
+
+
+def _backward(out, dout, where):
+    """Backpropagate through the candidate's output, explaining why it can't."""
+    if not out.requires_grad:
+        raise CandidateProblem(f"The output of {where} is not connected to the input's graph: "
+                               "does forward() detach, or go through NumPy?")
+    try:
+        out.backward(dout)
+    except RuntimeError as error:
+        raise CandidateProblem(f"Backpropagating through your module failed on {where}: "
+                               f"{error}") from None
 
 
 def _state_dict_round_trips(layer, cls, kwargs, x, loaded_state, like):

@@ -64,7 +64,7 @@ class _BuggyBatchNorm1d:
 
     flipped_momentum = False   # running = momentum * running + (1 - momentum) * batch
     biased_running_var = False
-    updates_in_eval = False
+    updates_in_eval = False    # "after" or "before" normalizing
     no_update_in_train = False
     updates_before_normalizing = False
     batch_stats_in_eval = False
@@ -97,7 +97,8 @@ class _BuggyBatchNorm1d:
             if not self.no_error_for_one:
                 raise ValueError("need at least two examples in train mode")
             return np.broadcast_to(self.beta, x.shape).copy()
-        if self.training and self.updates_before_normalizing:
+        if self.updates_before_normalizing and self.training or (
+                self.updates_in_eval == "before" and not self.training):
             self._update(x)
         use_batch = self.training and not self.updates_before_normalizing
         if use_batch or (not self.training and self.batch_stats_in_eval):
@@ -105,7 +106,7 @@ class _BuggyBatchNorm1d:
         else:
             out = self._scale_shift(x, self.running_mean, self.running_var)
         should_update = (not self.no_update_in_train and not self.updates_before_normalizing
-                         if self.training else self.updates_in_eval)
+                         if self.training else self.updates_in_eval == "after")
         if should_update:
             self._update(x)
         return out
@@ -115,16 +116,19 @@ def _layer_with(**bugs):
     return type("BuggyBatchNorm1d", (_BuggyBatchNorm1d,), bugs)
 
 
-def _backward_with(dx_terms="all", dgamma_of="x_hat", sum_axis=0, ddof=0, use_gamma=True):
-    """A batchnorm_backward with one knob per classic mistake."""
+def _backward_with(dx_terms="all", dgamma_of="x_hat", dbeta_axis=0, dgamma_axis=0, ddof=0,
+                   use_gamma=True, ddof_in_variance_path=True):
+    """A batchnorm_backward with one knob per classic mistake. With ddof=1 it is
+    the exact gradient of a forward pass that used the unbiased variance, unless
+    ddof_in_variance_path=False keeps dividing by N on the path through the variance."""
 
     def backward(dout, x, gamma, eps=1e-5):
-        n = x.shape[0]
+        n = x.shape[0] - (ddof if ddof_in_variance_path else 0)
         centred = x - x.mean(axis=0)
         inv_std = 1 / np.sqrt(x.var(axis=0, ddof=ddof) + eps)
         x_hat = centred * inv_std
-        dbeta = dout.sum(axis=sum_axis)
-        dgamma = (dout * (x_hat if dgamma_of == "x_hat" else x)).sum(axis=sum_axis)
+        dbeta = dout.sum(axis=dbeta_axis)
+        dgamma = (dout * (x_hat if dgamma_of == "x_hat" else x)).sum(axis=dgamma_axis)
         scale = (gamma if use_gamma else 1.0) * inv_std
         if dx_terms == "none":
             dx = dout * scale
@@ -282,7 +286,10 @@ CATALOGUE = [
             lambda x, rm, rv, gamma, beta, eps=1e-5: (x - rm) / np.sqrt(rv + eps),
             "You returned x_hat without the scale and shift.", "Return gamma * x_hat + beta."),
     # --- BatchNorm1d ---
-    Mistake("updates-in-eval", "BatchNorm1d", _layer_with(updates_in_eval=True),
+    Mistake("updates-in-eval", "BatchNorm1d", _layer_with(updates_in_eval="after"),
+            "Your layer changes its running statistics in eval mode.",
+            "Only train mode updates them; eval mode just reads them."),
+    Mistake("updates-in-eval", "BatchNorm1d", _layer_with(updates_in_eval="before"),
             "Your layer changes its running statistics in eval mode.",
             "Only train mode updates them; eval mode just reads them."),
     Mistake("no-update-in-train", "BatchNorm1d", _layer_with(no_update_in_train=True),
@@ -320,7 +327,13 @@ CATALOGUE = [
 
 
 _BACKWARD_MISTAKES = [
-    ("dbeta-sum-wrong-axis", _backward_with(sum_axis=1),
+    ("dbeta-sum-wrong-axis", _backward_with(dbeta_axis=1),
+     "Your dbeta sums over the features (axis=1) instead of over the batch.",
+     "beta has one entry per feature: sum its gradient over axis=0."),
+    ("dgamma-sum-wrong-axis", _backward_with(dgamma_axis=1),
+     "Your dgamma sums over the features (axis=1) instead of over the batch.",
+     "gamma has one entry per feature: sum dout * x_hat over axis=0."),
+    ("dbeta-dgamma-sum-wrong-axis", _backward_with(dbeta_axis=1, dgamma_axis=1),
      "Your dbeta and dgamma sum over the features (axis=1) instead of over the batch.",
      "beta and gamma have one entry per feature: sum their gradients over axis=0."),
     ("dgamma-uses-x-not-xhat", _backward_with(dgamma_of="x"),
@@ -337,6 +350,8 @@ _BACKWARD_MISTAKES = [
     ("dx-forgot-gamma", _backward_with(use_gamma=False),
      "Your dx leaves out gamma.", "The output is gamma * x_hat + beta: dx_hat = dout * gamma."),
     ("unbiased-variance", _backward_with(ddof=1),
+     "Your backward pass uses the unbiased variance (N - 1).", BIASED_HINT),
+    ("unbiased-variance", _backward_with(ddof=1, ddof_in_variance_path=False),
      "Your backward pass uses the unbiased variance (N - 1).", BIASED_HINT),
 ]
 

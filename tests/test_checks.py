@@ -1,0 +1,945 @@
+"""The checkers: correct answers pass however they are written, and anything else a
+student can hand in (exceptions, wrong types and shapes, NaN, endless loops, sys.exit,
+modified inputs, hard-coded answers, random junk) fails with a message that says what
+is wrong, without the checker itself ever raising or writing to stderr.
+
+Wrong answers that the catalogue names are tested in test_mistakes.py.
+"""
+
+import signal
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import bn_course
+from bn_course.checks import NOTEBOOK_EXERCISES, CheckResult, Progress, check, grade
+from bn_course.exercises import EXERCISES, GROUPS
+
+CORRECT = []  # (exercise, implementation)
+
+
+def correct(exercise):
+    """Register the decorated function or class as a right answer to exercise."""
+
+    def register(implementation):
+        CORRECT.append((exercise, implementation))
+        return implementation
+
+    return register
+
+
+def as_tensor(a):
+    return torch.from_numpy(np.ascontiguousarray(a))
+
+
+def run_python(code, timeout=120):
+    """Run code in a fresh interpreter (clean imports, clean hidden cases); its stdout."""
+    completed = subprocess.run([sys.executable, "-c", textwrap.dedent(code)],
+                               capture_output=True, text=True, timeout=timeout, check=False)
+    assert completed.returncode == 0, completed.stderr
+    return completed.stdout
+
+
+# --- 01 ---------------------------------------------------------------------
+
+@correct("batch_mean")
+def mean_method(x):
+    return x.mean(axis=0)
+
+
+@correct("batch_mean")
+def mean_keepdims(x):
+    return np.mean(x, axis=0, keepdims=True)  # (1, D) is allowed
+
+
+@correct("batch_mean")
+def mean_einsum(x):
+    return np.einsum("nd->d", x) / x.shape[0]
+
+
+@correct("batch_mean")
+def mean_loop_over_features(x):
+    return np.array([x[:, j].sum() / len(x) for j in range(x.shape[1])], dtype=x.dtype)
+
+
+@correct("batch_mean")
+def mean_with_torch(x):
+    return torch.from_numpy(x).mean(dim=0).numpy()
+
+
+@correct("batch_var")
+def var_numpy(x):
+    return np.var(x, axis=0)
+
+
+@correct("batch_var")
+def var_two_pass_keepdims(x):
+    centred = x - x.mean(axis=0, keepdims=True)
+    return (centred ** 2).sum(axis=0, keepdims=True) / x.shape[0]
+
+
+@correct("batch_var")
+def var_einsum_in_input_dtype(x):
+    centred = x - x.mean(axis=0, dtype=x.dtype)
+    return np.einsum("nd,nd->d", centred, centred) / x.dtype.type(len(x))
+
+
+@correct("batch_var")
+def var_with_torch(x):
+    return torch.var(as_tensor(x), dim=0, unbiased=False).numpy()
+
+
+# --- 02, 03 -----------------------------------------------------------------
+
+@correct("normalize")
+def normalize_broadcast(x, mean, var, eps=1e-5):
+    return (x - mean) / np.sqrt(var + eps)
+
+
+@correct("normalize")
+def normalize_row_vectors(x, mean, var, eps=1e-5):
+    return (x - mean.reshape(1, -1)) * (var.reshape(1, -1) + eps) ** -0.5
+
+
+@correct("normalize")
+def normalize_float32_eps(x, mean, var, eps=1e-5):
+    return np.divide(x - mean, np.sqrt(var + x.dtype.type(eps)))
+
+
+@correct("normalize")
+def normalize_with_torch(x, mean, var, eps=1e-5):
+    return ((as_tensor(x) - as_tensor(mean)) * torch.rsqrt(as_tensor(var) + eps)).numpy()
+
+
+@correct("batchnorm_forward")
+def forward_numpy(x, gamma, beta, eps=1e-5):
+    x_hat = (x - x.mean(axis=0)) / np.sqrt(x.var(axis=0) + eps)
+    return gamma * x_hat + beta
+
+
+@correct("batchnorm_forward")
+def forward_keepdims_einsum(x, gamma, beta, eps=1e-5):
+    centred = x - x.mean(axis=0, keepdims=True)
+    var = np.einsum("nd,nd->d", centred, centred)[np.newaxis] / len(x)
+    return np.einsum("nd,d->nd", centred / np.sqrt(var + eps), gamma) + beta[np.newaxis]
+
+
+@correct("batchnorm_forward")
+def forward_loop_over_features(x, gamma, beta, eps=1e-5):
+    out = np.empty_like(x)
+    for j in range(x.shape[1]):
+        column = x[:, j]
+        out[:, j] = gamma[j] * (column - column.mean()) / np.sqrt(column.var() + eps) + beta[j]
+    return out
+
+
+@correct("batchnorm_forward")
+def forward_with_torch_ops(x, gamma, beta, eps=1e-5):
+    t = as_tensor(x)
+    var, mean = torch.var_mean(t, dim=0, correction=0)
+    return torch.addcmul(as_tensor(beta), (t - mean) / torch.sqrt(var + eps),
+                         as_tensor(gamma)).numpy()
+
+
+# --- 04 ---------------------------------------------------------------------
+
+@correct("update_running_stats")
+def update_new_arrays(running_mean, running_var, x, momentum=0.1):
+    new_mean = (1 - momentum) * running_mean + momentum * x.mean(axis=0)
+    new_var = (1 - momentum) * running_var + momentum * x.var(axis=0, ddof=1)
+    return new_mean, new_var
+
+
+@correct("update_running_stats")
+def update_in_place(running_mean, running_var, x, momentum=0.1):
+    # The API allows updating the given running arrays in place.
+    running_mean *= 1 - momentum
+    running_mean += momentum * x.mean(axis=0)
+    running_var *= 1 - momentum
+    running_var += momentum * np.var(x, axis=0, ddof=1)
+    return running_mean, running_var
+
+
+@correct("update_running_stats")
+def update_keepdims_list(running_mean, running_var, x, momentum=0.1):
+    n = x.shape[0]
+    mean = x.mean(axis=0, keepdims=True)
+    var = ((x - mean) ** 2).sum(axis=0, keepdims=True) / (n - 1)
+    return [running_mean + momentum * (mean - running_mean),
+            running_var + momentum * (var - running_var)]
+
+
+@correct("update_running_stats")
+def update_with_torch_lerp(running_mean, running_var, x, momentum=0.1):
+    t = as_tensor(x)
+    return (torch.lerp(as_tensor(running_mean), t.mean(0), momentum).numpy(),
+            torch.lerp(as_tensor(running_var), t.var(0), momentum).numpy())
+
+
+@correct("batchnorm_eval")
+def eval_numpy(x, running_mean, running_var, gamma, beta, eps=1e-5):
+    return gamma * (x - running_mean) / np.sqrt(running_var + eps) + beta
+
+
+@correct("batchnorm_eval")
+def eval_folded_scale(x, running_mean, running_var, gamma, beta, eps=1e-5):
+    scale = gamma / np.sqrt(running_var + eps)
+    return x * scale[None, :] + (beta - running_mean * scale)[None, :]
+
+
+@correct("batchnorm_eval")
+def eval_with_torch(x, running_mean, running_var, gamma, beta, eps=1e-5):
+    x_hat = (as_tensor(x) - as_tensor(running_mean)) / torch.sqrt(as_tensor(running_var) + eps)
+    return (x_hat * as_tensor(gamma) + as_tensor(beta)).numpy()
+
+
+@correct("BatchNorm1d")
+class LayerReturningSelf:
+    def __init__(self, num_features, eps=1e-5, momentum=0.1):
+        self.eps, self.momentum, self.training = eps, momentum, True
+        self.gamma, self.beta = np.ones(num_features), np.zeros(num_features)
+        self.running_mean, self.running_var = np.zeros(num_features), np.ones(num_features)
+
+    def train(self):
+        self.training = True
+        return self
+
+    def eval(self):
+        self.training = False
+        return self
+
+    def __call__(self, x):
+        if not self.training:
+            return self.gamma * (x - self.running_mean) / np.sqrt(self.running_var + self.eps) \
+                + self.beta
+        if len(x) < 2:
+            raise ValueError("need at least two examples in train mode")
+        out = self.gamma * (x - x.mean(0)) / np.sqrt(x.var(0) + self.eps) + self.beta
+        m = self.momentum
+        self.running_mean = (1 - m) * self.running_mean + m * x.mean(0)
+        self.running_var = (1 - m) * self.running_var + m * x.var(0, ddof=1)
+        return out
+
+
+@correct("BatchNorm1d")
+class LayerReturningNoneUpdatingInPlace:
+    def __init__(self, num_features, eps=1e-5, momentum=0.1):
+        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        self.gamma = np.ones(num_features)
+        self.beta = np.zeros(num_features)
+        self.running_mean = np.zeros(num_features)
+        self.running_var = np.ones(num_features)
+        self.training = True
+
+    def train(self):
+        self.training = True
+
+    def eval(self):
+        self.training = False
+
+    def __call__(self, x):
+        if self.training:
+            if x.shape[0] == 1:
+                raise ValueError("a batch of one has no variance")
+            mean, var = x.mean(axis=0, keepdims=True), x.var(axis=0, keepdims=True)
+            n = x.shape[0]
+            self.running_mean *= 1 - self.momentum
+            self.running_mean += self.momentum * mean.ravel()
+            self.running_var *= 1 - self.momentum
+            self.running_var += self.momentum * var.ravel() * n / (n - 1)
+        else:
+            mean, var = self.running_mean, self.running_var
+        return (x - mean) / np.sqrt(var + self.eps) * self.gamma + self.beta
+
+
+@correct("keras_to_torch_momentum")
+def keras_one_minus(m):
+    return 1 - m
+
+
+@correct("keras_to_torch_momentum")
+def keras_python_float(m):
+    return 1.0 - float(m)
+
+
+@correct("keras_to_torch_momentum")
+def keras_numpy_subtract(m):
+    return np.subtract(1.0, m)
+
+
+# --- 05 ---------------------------------------------------------------------
+
+def backward_staged(dout, x, gamma, eps=1e-5):
+    n = x.shape[0]
+    mu = x.mean(axis=0)
+    xc = x - mu
+    var = (xc ** 2).mean(axis=0)
+    std = np.sqrt(var + eps)
+    x_hat = xc / std
+    dx_hat = dout * gamma
+    dvar = (dx_hat * xc).sum(axis=0) * -0.5 * std ** -3
+    dmu = -(dx_hat / std).sum(axis=0) - 2 * dvar * xc.mean(axis=0)
+    dx = dx_hat / std + dvar * 2 * xc / n + dmu / n
+    return dx, (dout * x_hat).sum(axis=0), dout.sum(axis=0)
+
+
+def backward_compact_keepdims(dout, x, gamma, eps=1e-5):
+    x_hat = (x - x.mean(0, keepdims=True)) / np.sqrt(x.var(0, keepdims=True) + eps)
+    dgamma = np.einsum("nd,nd->d", dout, x_hat)
+    dbeta = np.einsum("nd->d", dout)
+    dx = gamma / np.sqrt(x.var(0, keepdims=True) + eps) * (
+        dout - dout.mean(0, keepdims=True) - x_hat * (dout * x_hat).mean(0, keepdims=True))
+    return dx, dgamma, dbeta
+
+
+def backward_autograd(dout, x, gamma, eps=1e-5):
+    t = as_tensor(x).clone().requires_grad_(True)
+    g = as_tensor(gamma).clone().requires_grad_(True)
+    b = torch.zeros_like(g, requires_grad=True)
+    var, mean = torch.var_mean(t, dim=0, correction=0)
+    out = g * (t - mean) / torch.sqrt(var + eps) + b
+    out.backward(as_tensor(dout))
+    return t.grad.numpy(), g.grad.numpy(), b.grad.numpy()
+
+
+for _exercise in ("batchnorm_backward", "batchnorm_backward_compact"):
+    for _implementation in (backward_staged, backward_compact_keepdims, backward_autograd):
+        correct(_exercise)(_implementation)
+
+
+# --- 06 ---------------------------------------------------------------------
+
+@correct("batchnorm2d_forward")
+def forward2d_keepdims(x, gamma, beta, eps=1e-5):
+    mean = x.mean(axis=(0, 2, 3), keepdims=True)
+    var = x.var(axis=(0, 2, 3), keepdims=True)
+    return gamma[None, :, None, None] * (x - mean) / np.sqrt(var + eps) + beta[None, :, None, None]
+
+
+@correct("batchnorm2d_forward")
+def forward2d_via_rows(x, gamma, beta, eps=1e-5):
+    n, c, h, w = x.shape
+    rows = x.transpose(0, 2, 3, 1).reshape(-1, c)
+    out = gamma * (rows - rows.mean(0)) / np.sqrt(rows.var(0) + eps) + beta
+    return out.reshape(n, h, w, c).transpose(0, 3, 1, 2)
+
+
+@correct("batchnorm2d_forward")
+def forward2d_loop_over_channels(x, gamma, beta, eps=1e-5):
+    out = np.empty_like(x)
+    for c in range(x.shape[1]):
+        channel = x[:, c]
+        out[:, c] = gamma[c] * (channel - channel.mean()) / np.sqrt(channel.var() + eps) + beta[c]
+    return out
+
+
+@correct("batchnorm2d_forward")
+def forward2d_with_torch(x, gamma, beta, eps=1e-5):
+    t = as_tensor(x)
+    var, mean = torch.var_mean(t, dim=(0, 2, 3), keepdim=True, correction=0)
+    return ((t - mean) / torch.sqrt(var + eps) * as_tensor(gamma).view(1, -1, 1, 1)
+            + as_tensor(beta).view(1, -1, 1, 1)).numpy()
+
+
+# --- 08 ---------------------------------------------------------------------
+
+def like_channels(v, x):
+    return v.reshape((1, -1) + (1,) * (x.ndim - 2))
+
+
+@correct("layernorm_forward")
+def layernorm_keepdims(x, gamma, beta, eps=1e-5):
+    axes = tuple(range(1, x.ndim))
+    x_hat = (x - x.mean(axis=axes, keepdims=True)) / np.sqrt(x.var(axis=axes, keepdims=True) + eps)
+    return x_hat * like_channels(gamma, x) + like_channels(beta, x)
+
+
+@correct("layernorm_forward")
+def layernorm_loop_over_examples(x, gamma, beta, eps=1e-5):
+    out = np.empty_like(x)
+    for i, example in enumerate(x):
+        out[i] = (example - example.mean()) / np.sqrt(example.var() + eps)
+    return out * like_channels(gamma, x) + like_channels(beta, x)
+
+
+@correct("layernorm_forward")
+def layernorm_with_torch(x, gamma, beta, eps=1e-5):
+    t = as_tensor(x)
+    x_hat = F.layer_norm(t, t.shape[1:], eps=eps)
+    return (x_hat * as_tensor(like_channels(gamma, x)) + as_tensor(like_channels(beta, x))).numpy()
+
+
+@correct("groupnorm_forward")
+def groupnorm_reshape(x, gamma, beta, num_groups, eps=1e-5):
+    groups = x.reshape(x.shape[0], num_groups, -1)
+    x_hat = (groups - groups.mean(-1, keepdims=True)) / np.sqrt(groups.var(-1, keepdims=True) + eps)
+    return x_hat.reshape(x.shape) * like_channels(gamma, x) + like_channels(beta, x)
+
+
+@correct("groupnorm_forward")
+def groupnorm_loop_over_groups(x, gamma, beta, num_groups, eps=1e-5):
+    size = x.shape[1] // num_groups
+    out = np.empty_like(x)
+    for i in range(x.shape[0]):
+        for g in range(num_groups):
+            block = x[i, g * size:(g + 1) * size]
+            out[i, g * size:(g + 1) * size] = (block - block.mean()) / np.sqrt(block.var() + eps)
+    return out * like_channels(gamma, x) + like_channels(beta, x)
+
+
+@correct("groupnorm_forward")
+def groupnorm_with_torch(x, gamma, beta, num_groups, eps=1e-5):
+    return F.group_norm(as_tensor(x), num_groups, as_tensor(gamma), as_tensor(beta), eps).numpy()
+
+
+@correct("fold_batchnorm")
+def fold_numpy(conv_weight, conv_bias, bn):
+    scale = bn.weight / np.sqrt(bn.running_var + bn.eps)
+    bias = np.zeros_like(scale) if conv_bias is None else conv_bias
+    weight = conv_weight * scale.reshape((-1,) + (1,) * (conv_weight.ndim - 1))
+    return weight, (bias - bn.running_mean) * scale + bn.bias
+
+
+@correct("fold_batchnorm")
+def fold_einsum(conv_weight, conv_bias, bn):
+    scale = bn.weight * (bn.running_var + bn.eps) ** -0.5
+    shift = bn.bias - bn.running_mean * scale
+    if conv_bias is not None:
+        shift = shift + conv_bias * scale
+    return np.einsum("o...,o->o...", conv_weight, scale), shift
+
+
+@correct("BatchNorm2d")
+class ModuleFromScratch(torch.nn.Module):
+    def __init__(self, num_features, eps=1e-5, momentum=0.1):
+        super().__init__()
+        self.eps, self.momentum = eps, momentum
+        self.weight = torch.nn.Parameter(torch.ones(num_features))
+        self.bias = torch.nn.Parameter(torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+        self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
+
+    def forward(self, x):
+        if self.training:
+            mean = x.mean(dim=(0, 2, 3))
+            var = ((x - mean[None, :, None, None]) ** 2).mean(dim=(0, 2, 3))
+            with torch.no_grad():
+                m = x.numel() // x.shape[1]
+                self.running_mean.mul_(1 - self.momentum).add_(self.momentum * mean)
+                self.running_var.mul_(1 - self.momentum).add_(self.momentum * var * m / (m - 1))
+                self.num_batches_tracked += 1
+        else:
+            mean, var = self.running_mean, self.running_var
+        x_hat = (x - mean[None, :, None, None]) / torch.sqrt(var[None, :, None, None] + self.eps)
+        return x_hat * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+
+
+@correct("BatchNorm2d")
+class ModuleWithVarMean(ModuleFromScratch):
+    def forward(self, x):
+        if self.training:
+            var, mean = torch.var_mean(x, dim=(0, 2, 3), keepdim=True, correction=0)
+            with torch.no_grad():
+                self.running_mean.lerp_(mean.flatten(), self.momentum)
+                self.running_var.lerp_(x.var(dim=(0, 2, 3)), self.momentum)
+                self.num_batches_tracked.add_(1)
+        else:
+            mean = self.running_mean.view(1, -1, 1, 1)
+            var = self.running_var.view(1, -1, 1, 1)
+        return torch.addcmul(self.bias.view(1, -1, 1, 1), (x - mean) * torch.rsqrt(var + self.eps),
+                             self.weight.view(1, -1, 1, 1))
+
+
+def first_correct(exercise):
+    return next(impl for name, impl in CORRECT if name == exercise)
+
+
+# --- correct answers pass -----------------------------------------------------
+
+def test_every_exercise_has_correct_answers():
+    counts = {name: sum(1 for e, _ in CORRECT if e == name) for name in EXERCISES}
+    assert all(count >= 2 for count in counts.values()), counts
+
+
+@pytest.mark.parametrize("exercise, implementation", CORRECT,
+                         ids=[f"{e}-{impl.__name__}" for e, impl in CORRECT])
+def test_correct_answer_passes(exercise, implementation):
+    result = check(exercise, implementation)
+    assert result.passed, result.message
+    assert result.mistake is None
+    assert "hidden cases match" in result.message
+
+
+@pytest.mark.parametrize("group", GROUPS)
+@pytest.mark.parametrize("exercise", list(EXERCISES))
+def test_grade_returns_none_for_a_correct_answer(exercise, group):
+    assert grade(exercise, first_correct(exercise), group) is None
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_grade_raises_the_diagnosis(group):
+    def unbiased(x):
+        return x.var(axis=0, ddof=1)
+
+    expected = check("batch_var", unbiased, groups=(group,))
+    with pytest.raises(AssertionError) as raised:
+        grade("batch_var", unbiased, group)
+    assert str(raised.value) == expected.message
+    assert "N - 1" in str(raised.value)
+
+
+def test_unknown_group_or_exercise_raises_value_error():
+    with pytest.raises(ValueError, match="group"):
+        grade("batch_mean", mean_method, group="tricky")
+    with pytest.raises(ValueError, match="batch_mean"):
+        check("batch_means", mean_method)
+
+
+def test_hidden_non_contiguous_cases_hand_over_non_contiguous_arrays():
+    # The awkward group promises non-contiguous input: the candidate must see it as such.
+    seen = []
+
+    def spy(x):
+        seen.append(x.flags.c_contiguous)
+        return x.mean(axis=0)
+
+    assert check("batch_mean", spy, groups="awkward").passed
+    cases = EXERCISES["batch_mean"].cases("awkward")
+    promised = [i for i, case in enumerate(cases)
+                if "non-contiguous" in case.description or "column-major" in case.description]
+    assert promised
+    assert [seen[i] for i in promised] == [False] * len(promised)
+
+
+# --- what a failing candidate is told ----------------------------------------
+
+NUMPY_EXERCISES = [name for name in EXERCISES if name != "BatchNorm2d"]
+
+
+def spoiled(exercise, spoil):
+    """The first correct answer to exercise with spoil() applied to each value it returns."""
+    good = first_correct(exercise)
+    if isinstance(good, type):
+        class Spoiled(good):
+            def __call__(self, x):
+                return spoil(super().__call__(x))
+        return Spoiled
+
+    def candidate(*args, **kwargs):
+        result = good(*args, **kwargs)
+        if isinstance(result, tuple):
+            return tuple(spoil(value) for value in result)
+        return spoil(result)
+
+    return candidate
+
+
+SPOILS = {
+    "returns None": (lambda out: None, "return"),
+    "returns a torch tensor": (lambda out: torch.from_numpy(np.asarray(out)), ".numpy()"),
+    "returns a wrong shape": (lambda out: np.asarray(out)[..., np.newaxis], "shape"),
+    "returns NaN": (lambda out: np.full(np.shape(out), np.nan), "NaN"),
+    "returns integers": (lambda out: np.round(out).astype(np.int64), "dtype int64"),
+}
+
+
+@pytest.mark.parametrize("spoil", list(SPOILS))
+@pytest.mark.parametrize("exercise", NUMPY_EXERCISES)
+def test_bad_return_value_is_named(exercise, spoil):
+    transform, expected = SPOILS[spoil]
+    result = check(exercise, spoiled(exercise, transform))
+    assert not result.passed
+    assert expected in result.message
+
+
+@pytest.mark.parametrize("exercise", NUMPY_EXERCISES)
+def test_a_list_is_not_an_array(exercise):
+    result = check(exercise, spoiled(exercise, lambda out: np.atleast_1d(out).tolist()))
+    assert not result.passed
+    wanted = "a number" if exercise == "keras_to_torch_momentum" else "NumPy array"
+    assert wanted in result.message and "list" in result.message
+
+
+def test_module_forward_returning_none_asks_for_a_return():
+    class ForgetsReturn(first_correct("BatchNorm2d")):
+        def forward(self, x):
+            super().forward(x)
+
+    result = check("BatchNorm2d", ForgetsReturn)
+    assert not result.passed
+    assert "return" in result.message
+
+
+def test_module_forward_returning_numpy_asks_for_a_tensor():
+    class ReturnsNumpy(first_correct("BatchNorm2d")):
+        def forward(self, x):
+            return super().forward(x).detach().numpy()
+
+    result = check("BatchNorm2d", ReturnsNumpy)
+    assert not result.passed
+    assert "torch.Tensor" in result.message
+
+
+def raising(exercise, error):
+    """A candidate that raises error when called (for a class: when built)."""
+    good = first_correct(exercise)
+    if isinstance(good, type):
+        class Raises(good):
+            def __init__(self, *args, **kwargs):
+                raise error
+        return Raises
+
+    def candidate(*args, **kwargs):
+        raise error
+
+    return candidate
+
+
+@pytest.mark.parametrize("exercise", list(EXERCISES))
+def test_an_exception_is_named(exercise):
+    result = check(exercise, raising(exercise, ZeroDivisionError("boom at step 3")))
+    assert not result.passed
+    assert "ZeroDivisionError: boom at step 3" in result.message
+
+
+@pytest.mark.parametrize("exercise", list(EXERCISES))
+def test_the_untouched_skeleton_is_not_implemented_yet(exercise):
+    result = check(exercise, raising(exercise, NotImplementedError()))
+    assert not result.passed
+    assert "Not implemented yet" in result.message
+
+
+def test_an_exception_that_cannot_be_printed_is_still_a_failure():
+    class Unprintable(Exception):
+        def __str__(self):
+            raise RuntimeError("a broken __str__")
+
+    def candidate(x):
+        raise Unprintable()
+
+    result = check("batch_mean", candidate)
+    assert not result.passed
+    assert "Unprintable" in result.message
+
+
+def test_sys_exit_is_a_failure_not_an_exit():
+    def exits(x):
+        sys.exit(3)
+
+    result = check("batch_mean", exits)
+    assert not result.passed
+    assert "SystemExit" in result.message
+
+
+def test_swallowing_every_exception_reads_as_a_missing_return():
+    def careful(x):
+        try:
+            return x.mean(axis=2)
+        except Exception:  # noqa: BLE001, S110 -- the student's habit under test
+            pass
+
+    result = check("batch_mean", careful)
+    assert not result.passed
+    assert "return" in result.message
+
+
+@pytest.mark.parametrize("exercise, value, expected", [
+    ("update_running_stats", lambda out: out[:1], "tuple of 2"),
+    ("update_running_stats", lambda out: out[0], "tuple of 2"),
+    ("batchnorm_backward", lambda out: out[:2], "tuple of 3"),
+    ("batchnorm_backward_compact", lambda out: out + out[:1], "tuple of 3"),
+])
+def test_wrong_number_of_returned_values(exercise, value, expected):
+    good = first_correct(exercise)
+    result = check(exercise, lambda *args, **kwargs: value(tuple(good(*args, **kwargs))))
+    assert not result.passed
+    assert expected in result.message
+
+
+@pytest.mark.parametrize("candidate", [None, 3, "batch_var", np.zeros(3)])
+def test_a_non_callable_candidate(candidate):
+    result = check("batch_var", candidate)
+    assert not result.passed
+    assert "batch_var(x)" in result.message
+
+
+@pytest.mark.parametrize("exercise, first_argument", [
+    ("batch_var", "x"), ("normalize", "x"), ("batchnorm_eval", "x"),
+    ("batchnorm_backward", "dout"), ("groupnorm_forward", "x")])
+def test_modifying_an_input_in_place_is_named(exercise, first_argument):
+    def modifies_first_argument(first, *args, **kwargs):
+        result = first_correct(exercise)(first.copy(), *args, **kwargs)
+        first *= 2
+        return result
+
+    result = check(exercise, modifies_first_argument)
+    assert not result.passed
+    assert result.mistake == "modifies-input"
+    assert f"`{first_argument}`" in result.message
+
+
+def endless(x):
+    while True:
+        pass
+
+
+def endless_despite_except(x):
+    while True:
+        try:
+            x = x + 1
+        except Exception:  # noqa: BLE001, S110 -- the student's habit under test
+            pass
+
+
+@pytest.mark.parametrize("candidate", [endless, endless_despite_except])
+def test_an_endless_loop_is_stopped(candidate):
+    handler = signal.getsignal(signal.SIGALRM)
+    result = check("batch_mean", candidate)
+    assert not result.passed
+    assert "endless loop" in result.message
+    # The alarm is cleaned up: no timer left running, the previous handler back.
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    assert signal.getsignal(signal.SIGALRM) is handler
+    assert check("batch_mean", mean_method).passed
+
+
+@pytest.mark.parametrize("exercise", [name for name in NUMPY_EXERCISES if name != "BatchNorm1d"])
+def test_a_hard_coded_answer_fails(exercise):
+    """The reference's outputs for the first basic case, returned whatever the input."""
+    case = EXERCISES[exercise].cases("basic")[0]
+    outputs = [value for _, value in case.play(EXERCISES[exercise].reference)]
+    answer = outputs[0] if len(outputs) == 1 else tuple(outputs)
+    result = check(exercise, lambda *args, **kwargs: answer)
+    assert not result.passed
+    with pytest.raises(AssertionError):
+        grade(exercise, lambda *args, **kwargs: answer, "basic")
+
+
+def test_complex_output_is_a_dtype_problem_not_a_diagnosis():
+    def complex_forward(x, gamma, beta, eps=1e-5):
+        return forward_numpy(x, gamma, beta, eps).astype(np.complex128)
+
+    result = check("batchnorm_forward", complex_forward)
+    assert not result.passed
+    assert result.mistake is None, result.message
+    assert "complex" in result.message
+
+
+def test_own_helper_named_batch_norm_is_not_pytorchs():
+    # The student's own code, in a folder whose name happens to contain "torch".
+    source = textwrap.dedent("""
+        import numpy as np
+
+        def batch_norm(x, gamma, beta, eps=1e-5):
+            return gamma * (x - x.mean(axis=0)) / np.sqrt(x.var(axis=0) + eps) + beta
+    """)
+    namespace = {}
+    exec(compile(source, "/home/student/pytorch-notes/helpers.py", "exec"), namespace)  # noqa: S102
+    result = check("batchnorm_forward", namespace["batch_norm"])
+    assert result.passed, result.message
+
+
+def test_changing_bn_in_place_is_caught_and_leaves_the_cases_intact():
+    # bn is an object holding arrays, not an array argument: changing its arrays in place
+    # must be named, and must not change the hidden cases for the checks that follow
+    # (a fresh interpreter, so that the cases of this session stay clean).
+    out = run_python("""
+        import numpy as np
+        from bn_course.checks import check
+
+        def fold(conv_weight, conv_bias, bn, variance=None):
+            variance = bn.running_var + bn.eps if variance is None else variance
+            scale = bn.weight / np.sqrt(variance)
+            bias = np.zeros_like(scale) if conv_bias is None else conv_bias
+            weight = conv_weight * scale.reshape((-1,) + (1,) * (conv_weight.ndim - 1))
+            return weight, (bias - bn.running_mean) * scale + bn.bias
+
+        def adds_eps_to_running_var_in_place(conv_weight, conv_bias, bn):
+            bn.running_var += bn.eps
+            return fold(conv_weight, conv_bias, bn, variance=bn.running_var)
+
+        print(check("fold_batchnorm", fold).passed)
+        print(check("fold_batchnorm", adds_eps_to_running_var_in_place).mistake)
+        print(check("fold_batchnorm", fold).passed)
+    """)
+    assert out.split() == ["True", "modifies-input", "True"]
+
+
+# --- random junk never breaks the checker --------------------------------------
+
+def junk_arrays():
+    dtypes = st.sampled_from([np.float64, np.float32, np.int64, np.bool_, np.complex128])
+    numeric = hnp.arrays(dtypes, hnp.array_shapes(min_dims=0, max_dims=3, max_side=5))
+    objects = hnp.arrays(object, hnp.array_shapes(max_dims=2, max_side=4),
+                         elements=st.one_of(st.none(), st.floats(), st.text(max_size=3)))
+    special = hnp.arrays(np.float64, hnp.array_shapes(max_dims=2, max_side=5),
+                         elements=st.sampled_from([np.nan, np.inf, -np.inf, 0.0]))
+    return st.one_of(numeric, objects, special)
+
+
+SCALAR_JUNK = st.one_of(st.floats(), st.integers(), st.none(), st.text(max_size=5),
+                        st.lists(st.lists(st.floats(), max_size=3), max_size=3), junk_arrays())
+JUNK = st.one_of(SCALAR_JUNK, st.tuples(SCALAR_JUNK, SCALAR_JUNK),
+                 st.tuples(SCALAR_JUNK, SCALAR_JUNK, SCALAR_JUNK))
+
+
+def returning(exercise, value):
+    """A candidate that returns value from every call (a layer's call or forward)."""
+    good = first_correct(exercise)
+    if exercise == "BatchNorm2d":
+        class Junk(good):
+            def forward(self, x):
+                return value
+        return Junk
+    if isinstance(good, type):
+        class JunkLayer(good):
+            def __call__(self, x):
+                return value
+        return JunkLayer
+    return lambda *args, **kwargs: value
+
+
+@pytest.mark.parametrize("exercise", list(EXERCISES))
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(value=JUNK)
+def test_junk_return_values_fail_with_a_message(exercise, value):
+    result = check(exercise, returning(exercise, value))
+    assert isinstance(result, CheckResult)
+    assert not result.passed
+    assert result.message.strip()
+
+
+# --- silence: nbgrader scores a cell that writes to stderr 0 --------------------
+
+def noisy_var(x):
+    """Right answer, but NumPy warns on the way (log of negatives, 0/0, overflow)."""
+    _ = np.log(-np.abs(x)), np.float64(0) / np.float64(0), np.exp(np.float64(1e4))
+    print("debugging output", file=sys.stderr)
+    warnings.warn("a student's own warning")
+    return x.var(axis=0)
+
+
+def forgot_eps(x, gamma, beta, eps=1e-5):
+    return gamma * (x - x.mean(0)) / x.std(0) + beta  # 0/0 on a constant feature
+
+
+def complex_var(x):
+    return x.var(axis=0).astype(np.complex128)
+
+
+@pytest.mark.parametrize("exercise, candidate", [
+    ("batch_var", var_numpy), ("batchnorm_forward", forward_numpy),
+    ("BatchNorm1d", LayerReturningSelf), ("batch_var", noisy_var),
+    ("batchnorm_forward", forgot_eps), ("batch_var", complex_var),
+], ids=["correct", "correct-forward", "correct-layer", "numpy-warnings", "divides-by-zero",
+        "complex-output"])
+def test_check_and_grade_write_nothing_to_stderr(exercise, candidate, capfd):
+    with warnings.catch_warnings(record=True) as escaped:
+        warnings.simplefilter("always")
+        check(exercise, candidate)
+        for group in GROUPS:
+            try:
+                grade(exercise, candidate, group)
+            except AssertionError:
+                pass
+    assert capfd.readouterr().err == ""
+    assert [str(w.message) for w in escaped] == []
+
+
+# --- display and progress ----------------------------------------------------------
+
+def test_html_escapes_the_message():
+    def shouts(x):
+        raise ValueError("<script>alert('x')</script> & more")
+
+    result = check("batch_mean", shouts)
+    html = result._repr_html_()
+    assert "<script>" not in html
+    assert "&lt;script&gt;" in html and "&amp; more" in html
+
+
+def test_progress_counts_passing_exercises():
+    progress = Progress("01")
+    assert "0/2 exercises pass" in str(progress.summary())
+
+    result = progress.check("batch_mean", mean_method)
+    assert isinstance(result, CheckResult) and result.passed
+    summary = progress.summary()
+    assert "1/2 exercises pass" in str(summary)  # batch_var not checked yet
+    assert "1/2 exercises pass" in summary._repr_html_()
+
+    assert not progress.check("batch_var", lambda x: x.var(axis=0, ddof=1)).passed
+    assert "1/2 exercises pass" in str(progress.summary())
+    progress.check("batch_var", var_numpy)  # the latest check counts
+    assert "2/2 exercises pass" in str(progress.summary())
+
+
+def test_progress_of_every_notebook_lists_its_exercises():
+    for notebook, names in NOTEBOOK_EXERCISES.items():
+        text = str(Progress(notebook).summary())
+        assert f"0/{len(names)} exercises pass" in text
+        assert all(name in text for name in names)
+
+
+def test_progress_rejects_an_unknown_notebook():
+    with pytest.raises(ValueError, match="09"):
+        Progress("09")
+
+
+def test_package_exposes_check_and_progress():
+    assert bn_course.check is check
+    assert bn_course.Progress is Progress
+
+
+# --- import cost --------------------------------------------------------------
+
+def test_importing_the_checkers_imports_neither_torch_nor_sklearn():
+    out = run_python("""
+        import sys
+        import bn_course
+        import bn_course.checks
+        print(sorted(m for m in ("torch", "sklearn") if m in sys.modules))
+    """)
+    assert out.strip() == "[]"
+
+
+def test_checking_numpy_exercises_does_not_import_torch():
+    # Notebooks 01-05 need only NumPy: neither a pass nor a diagnosis may load torch.
+    out = run_python("""
+        import sys
+        import numpy as np
+        from bn_course.checks import check
+        check("batch_var", lambda x: x.var(axis=0))
+        check("batch_var", lambda x: 2 * x.var(axis=0))
+        check("normalize", lambda x, mean, var, eps=1e-5: (x - mean) / np.sqrt(var + eps))
+        check("batchnorm_forward", lambda x, gamma, beta, eps=1e-5: 2 * x)
+        check("batchnorm_eval", lambda x, m, v, gamma, beta, eps=1e-5: 2 * x)
+        print("torch" in sys.modules)
+    """)
+    assert out.strip() == "False"
+
+
+def test_aten_batch_norm_overload_is_named_in_a_fresh_interpreter():
+    # First use of torch.ops.aten.batch_norm happens while the checker watches calls.
+    out = run_python("""
+        import torch
+        from bn_course.checks import check
+
+        def forward(x, gamma, beta, eps=1e-5):
+            t = [torch.from_numpy(a) for a in (x, gamma, beta)]
+            return torch.ops.aten.batch_norm.default(
+                t[0], t[1], t[2], None, None, True, 0.1, eps, False).numpy()
+
+        print(check("batchnorm_forward", forward).mistake)
+    """)
+    assert out.strip() == "uses-builtin-batchnorm"
