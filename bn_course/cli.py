@@ -180,6 +180,8 @@ def run_check(args):
 def run_grade(args):
     if not args.submissions.is_dir():
         args.parser.error(f"SUBMISSIONS_DIR {args.submissions} is not a folder")
+    if args.csv and not args.csv.parent.is_dir():  # before grading, not after minutes of it
+        args.parser.error(f"--csv: folder {args.csv.parent} does not exist")
     the_course = course.find_course()
     grades, notices = course.grade(the_course, args.submissions, course_dir=args.course_dir,
                                    timeout=args.timeout, progress=True)
@@ -190,6 +192,8 @@ def run_grade(args):
         print(f"not graded: {student}/{assignment}: {problem}", file=sys.stderr)
     if grades:
         print(course.format_table(grades))
+    else:
+        print("nothing was graded", file=sys.stderr)
     if args.csv:
         course.write_csv(grades, args.csv)
         print(f"wrote {args.csv}")
@@ -231,7 +235,7 @@ def _course_files():
     try:
         the_course = course.find_course()
     except course.CourseError as error:
-        return f"not found: {error}"
+        return str(error)
     sources = len(the_course.assignments())
     releases = len(list(the_course.notebooks.glob("*/*.ipynb")))
     return (f"{the_course.root} (solutions/: {sources} notebooks, "

@@ -394,12 +394,15 @@ def grade(course, submissions_path, course_dir=None, timeout=None, progress=Fals
 
 
 def _grade_in(course, submissions, root, timeout, progress):
-    from nbgrader.converters import Autograde
-
     known = set(course.assignments())
-    notices = [f"{s.student}/{s.assignment}: not an assignment of this course, skipped"
+    notices = [f"{s.student}/{s.assignment}: not an assignment of this course "
+               f"({', '.join(sorted(known))}), skipped"
                for s in submissions if s.assignment not in known]
     gradable = [s for s in submissions if s.assignment in known]
+    if not gradable:
+        return [], notices
+    from nbgrader.converters import Autograde
+
     assignments = sorted({s.assignment for s in gradable})
     _course_copy(course, root)
     _copy_submissions(gradable, root / SUBMITTED_DIR)
@@ -540,12 +543,11 @@ def _robust_overwrite_cells():
                         if cell.locked and cell.name not in present}
             # From the end, as DeduplicateIds keeps the last copy of a duplicated cell.
             for cell in reversed(nb.cells):
-                match = released.get(cell.source.strip())
-                if "nbgrader" in cell.metadata or match is None:
+                key = cell.source.strip()
+                match = released.get(key)
+                if "nbgrader" in cell.metadata or not match or match.cell_type != cell.cell_type:
                     continue
-                if match.cell_type != cell.cell_type:
-                    continue
-                del released[cell.source.strip()]
+                del released[key]
                 self.log.warning("Cell %s had lost its nbgrader metadata, restored", match.name)
                 cell.metadata["nbgrader"] = {
                     "grade": match.name in points, "grade_id": match.name, "locked": True,
@@ -557,7 +559,9 @@ def _robust_overwrite_cells():
             points = {cell.name: cell.max_score for cell in source.grade_cells}
             solutions = {cell.name for cell in source.solution_cells}
             insert_at = 0
-            for source_cell in source.source_cells:  # in the order of the source notebook
+            # Rows come back in the order generate_assignment saved them: the
+            # source notebook's order (upstream relies on it too).
+            for source_cell in source.source_cells:
                 index = _index_of(nb, source_cell.name)
                 if index is not None:
                     insert_at = index + 1
@@ -575,7 +579,8 @@ def _robust_overwrite_cells():
             # DeduplicateIds and an unknown grade_id leave {"nbgrader": {...}} without
             # a grade_id, which upstream's add_missing_task_cells indexes.
             for cell in nb.cells:
-                if "grade_id" not in cell.metadata.get("nbgrader", {"grade_id": None}):
+                nbgrader = cell.metadata.get("nbgrader")
+                if nbgrader is not None and "grade_id" not in nbgrader:
                     del cell.metadata["nbgrader"]
             return super().add_missing_task_cells(nb, resources)
 

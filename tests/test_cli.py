@@ -1,0 +1,80 @@
+"""The `bn-course` command line, run as a user runs it: a subprocess."""
+
+import subprocess
+import sys
+from importlib.metadata import version
+
+import pytest
+
+COMMANDS = ["lab", "build", "check", "grade", "doctor"]
+
+
+def bn_course(*args):
+    return subprocess.run([sys.executable, "-m", "bn_course", *args],
+                          check=False, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command):
+    result = bn_course(command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"usage: bn-course {command}")
+
+
+def test_no_command_prints_the_commands_and_fails():
+    result = bn_course()
+    assert result.returncode == 2
+    assert all(command in result.stderr for command in COMMANDS)
+
+
+def test_unknown_command_fails_and_lists_the_commands():
+    result = bn_course("grdae")
+    assert result.returncode == 2
+    assert "invalid choice: 'grdae'" in result.stderr
+    assert all(command in result.stderr for command in COMMANDS)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["lab", "--port", "eighty"], "'eighty' is not a whole number"),
+    (["check", "--timeout", "0"], "0 is not a positive number of seconds"),
+    (["build", "42_no_such_notebook"], "unknown assignment '42_no_such_notebook'"),
+])
+def test_bad_argument_fails_with_a_message(args, message):
+    result = bn_course(*args)
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+def test_grade_a_missing_folder_fails_with_a_message(tmp_path):
+    missing = tmp_path / "no_such_folder"
+    result = bn_course("grade", str(missing))
+    assert result.returncode == 2
+    assert f"{missing} is not a folder" in result.stderr
+
+
+def test_doctor_reports_versions_devices_and_course():
+    result = bn_course("doctor")
+    assert result.returncode == 0, result.stderr
+    report = dict(line.split(None, 1) for line in result.stdout.splitlines())
+    assert report["numpy"] == version("numpy")
+    assert report["nbgrader"] == version("nbgrader")
+    assert set(report) >= {"Python", "torch", "matplotlib", "ipywidgets", "jupyterlab",
+                           "devices", "course"}
+    assert "CUDA" in report["devices"]
+    assert "solutions/" in report["course"]
+
+
+def test_importing_the_cli_loads_no_heavy_library():
+    heavy = ["torch", "numpy", "nbgrader", "nbformat", "nbclient", "matplotlib"]
+    code = f"import sys, bn_course.cli; print([m for m in {heavy!r} if m in sys.modules])"
+    result = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                            text=True)
+    assert result.stdout.strip() == "[]", result.stderr
+
+
+def test_grade_skips_another_courses_assignment_and_says_so(tmp_path):
+    (tmp_path / "submitted" / "ada" / "07_linear_regression").mkdir(parents=True)
+    result = bn_course("grade", str(tmp_path))
+    assert result.returncode == 1
+    assert "ada/07_linear_regression: not an assignment of this course" in result.stderr
+    assert "nothing was graded" in result.stderr
