@@ -5,7 +5,7 @@ seeded random inputs and returns its outputs as ``[(label, value), ...]``. The
 checker plays the same case with the reference and with every catalogued
 mistake, and compares. Cases come in groups so that nbgrader can give partial
 credit: ``basic`` (ordinary batches), ``awkward`` (N=2, D=1, a constant
-feature, offsets of 1e4, non-contiguous arrays, large D) and ``float32``.
+feature, offsets of 1e4 and 1e6, non-contiguous arrays, large D) and ``float32``.
 """
 
 import contextlib
@@ -103,6 +103,8 @@ def _shapes(group):
             ("a non-contiguous (6, 4) view", x_strided),
             ("a column-major (7, 5) array", _non_contiguous(_batch(rng, 7, 5))),
             ("a wide (4, 300) batch", _batch(rng, 4, 300)),
+            # Fails the one-pass formula mean(x**2) - mean(x)**2, which cancels digits.
+            ("a (12, 3) batch with values near 1e6", _batch(rng, 12, 3, offset=1e6)),
         ]
     return [(f"a float32 ({n}, {d}) batch", _batch(rng, n, d).astype(np.float32))
             for n, d in [(8, 3), (16, 6), (3, 5)]]

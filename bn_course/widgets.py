@@ -39,11 +39,13 @@ class SliderPanel:
         return {name: slider.value for name, slider in self.sliders.items()}
 
     def redraw(self):
-        with self.output:
-            self.output.clear_output(wait=True)
-            self.figure = self.draw(**self.values())
-            display(self.figure)
-        plt.close(self.figure)  # displayed as an image; free it so figures don't pile up
+        self.figure = self.draw(**self.values())
+        # Replace the Output's content directly rather than printing into it with
+        # `with self.output:`, which swallows exceptions and, under nbclient,
+        # sometimes left the cell waiting until its timeout (nbclient issue #312).
+        self.output.outputs = ()
+        self.output.append_display_data(self.figure)
+        plt.close(self.figure)  # kept as an image; free it so figures don't pile up
 
     def _ipython_display_(self):
         display(self.widget)

@@ -81,14 +81,14 @@ def hidden_activation_drift(units=4):
     for step, colour, v in zip(DRIFT_SNAPSHOTS, colours, values):
         ax_hist.hist(v, bins=bins, histtype="stepfilled", alpha=0.35, color=colour,
                      label=f"step {step}")
-    ax_hist.set(title=f"hidden unit {movers[0]}: what the next layer sees",
+    ax_hist.set(title=f"hidden unit {movers[0]}, before its ReLU",
                 xlabel="pre-activation", ylabel="examples")
     ax_hist.legend(fontsize=8)
     for unit in movers:
         ax_mean.plot(means[:, unit], label=f"unit {unit}")
         ax_std.plot(stds[:, unit])
-    ax_mean.set(title="its mean over the data", xlabel="SGD step")
-    ax_std.set(title="its standard deviation", xlabel="SGD step")
+    ax_mean.set(title=f"mean of the {units} units that move most", xlabel="SGD step")
+    ax_std.set(title="their standard deviations", xlabel="SGD step")
     ax_mean.legend(fontsize=8)
     fig.suptitle("The same inputs, a moving hidden layer: each weight update changes "
                  "the distribution the next layer receives", fontsize=10)
