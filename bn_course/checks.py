@@ -336,8 +336,10 @@ def _verdict(exercise, candidate, groups):
     cases = [case for group in groups for case in exercise.cases(group)]
     played, first_problem, worst = [], None, 0.0
     for case in cases:
-        outputs = _play_candidate(exercise, case, candidate)
+        # The reference first: its run pays for any first-use costs (torch's first
+        # backward pass) outside the forbidden-call watch, which slows them down.
         expected = _trusted_outputs(case, exercise.reference, may_fail=False)
+        outputs = _play_candidate(exercise, case, candidate)
         for (label, want), (_, got) in zip(expected, outputs):
             problem = _type_problem(want, got)
             if problem:

@@ -478,7 +478,9 @@ def _numpy_of(tensor, what):
                                "and does the forward pass use only torch operations on it?")
     if not hasattr(tensor, "detach"):
         raise CandidateProblem(f"{what} should be a torch.Tensor, got {type(tensor).__name__}.")
-    return tensor.detach().cpu().double().numpy()
+    # A copy: for a float64 CPU tensor .numpy() is a view, and a snapshot of a
+    # buffer must not follow the buffer's later in-place updates.
+    return tensor.detach().cpu().double().numpy().copy()
 
 
 def _module_case(description, batches, douts, weight, bias, loaded_state, kwargs, float32):
@@ -508,11 +510,7 @@ def _module_case(description, batches, douts, weight, bias, loaded_state, kwargs
         if not isinstance(layer, torch.nn.Module):
             raise CandidateProblem(f"BatchNorm2d({channels}) should build a torch.nn.Module, "
                                    f"got {type(layer).__name__}.")
-        keys = sorted(layer.state_dict())
-        if keys != STATE_KEYS:
-            raise CandidateProblem(
-                f"Your module's state_dict has {keys}, torch.nn.BatchNorm2d's has {STATE_KEYS}.",
-                "buffers-not-registered")
+        _check_state_keys(sorted(layer.state_dict()))
         layer = layer.to(**like)
         with torch.no_grad():
             layer.weight.copy_(tensor(weight))
@@ -550,6 +548,18 @@ def unwatched():
         yield
     finally:
         sys.setprofile(previous)
+
+
+def _check_state_keys(keys):
+    if keys == STATE_KEYS:
+        return
+    missing = [key for key in STATE_KEYS if key not in keys]
+    extra = [key for key in keys if key not in STATE_KEYS]
+    message = (f"Your module's state_dict differs from torch.nn.BatchNorm2d's: missing "
+               f"{missing or 'nothing'}, unexpected {extra or 'nothing'}.")
+    buffers = {"running_mean", "running_var", "num_batches_tracked"}
+    all_buffers_missing = buffers <= set(missing) and not extra
+    raise CandidateProblem(message, "buffers-not-registered" if all_buffers_missing else None)
 
 
 def _output_of(out, x, where):

@@ -342,7 +342,7 @@ _BACKWARD_MISTAKES = [
     ("dx-missing-mean-terms", _backward_with(dx_terms="none"),
      "Your dx treats the mean and variance as constants (dx = dout * gamma / std).",
      "The batch mean and variance depend on every x: follow both extra paths through "
-     "the graph (or use the compact formula)."),
+     "the graph, through mean(dout) and through mean(dout * x_hat)."),
     ("dx-only-right-for-ones-dout", _backward_with(dx_terms="mean_only"),
      "Your dx is missing the term through the variance, x_hat * mean(dout * x_hat). It "
      "vanishes when dout is all ones, which is why a check with dout = ones passes.",

@@ -943,3 +943,53 @@ def test_aten_batch_norm_overload_is_named_in_a_fresh_interpreter():
         print(check("batchnorm_forward", forward).mistake)
     """)
     assert out.strip() == "uses-builtin-batchnorm"
+
+
+class ReassigningBatchNorm2d(torch.nn.Module):
+    """Correct, but replaces its buffers with new tensors instead of updating them in
+    place (assignment to a registered buffer name keeps it a buffer)."""
+
+    def __init__(self, channels, eps=1e-5, momentum=0.1):
+        super().__init__()
+        self.eps, self.momentum = eps, momentum
+        self.weight = torch.nn.Parameter(torch.ones(channels))
+        self.bias = torch.nn.Parameter(torch.zeros(channels))
+        self.register_buffer("running_mean", torch.zeros(channels))
+        self.register_buffer("running_var", torch.ones(channels))
+        self.register_buffer("num_batches_tracked", torch.tensor(0))
+
+    def forward(self, x):
+        per_channel = (1, -1, 1, 1)
+        if self.training:
+            mean, var = x.mean((0, 2, 3)), x.var((0, 2, 3), unbiased=False)
+            count = x.numel() // x.shape[1]
+            m = self.momentum
+            self.running_mean = (1 - m) * self.running_mean + m * mean.detach()
+            self.running_var = (1 - m) * self.running_var + m * var.detach() * count / (count - 1)
+            self.num_batches_tracked = self.num_batches_tracked + 1
+        else:
+            mean, var = self.running_mean, self.running_var
+        x_hat = (x - mean.view(per_channel)) / torch.sqrt(var.view(per_channel) + self.eps)
+        return x_hat * self.weight.view(per_channel) + self.bias.view(per_channel)
+
+
+def test_a_module_that_reassigns_its_buffers_passes():
+    result = check("BatchNorm2d", ReassigningBatchNorm2d)
+    assert result.passed, result.message
+
+
+class WithoutBatchCounter(ReassigningBatchNorm2d):
+    def __init__(self, channels, eps=1e-5, momentum=0.1):
+        super().__init__(channels, eps, momentum)
+        del self.num_batches_tracked
+
+    def forward(self, x):
+        self.num_batches_tracked = torch.tensor(0)  # a plain attribute now
+        return super().forward(x)
+
+
+def test_a_missing_buffer_is_named():
+    result = check("BatchNorm2d", WithoutBatchCounter)
+    assert not result.passed
+    assert "missing ['num_batches_tracked']" in result.message
+    assert result.mistake is None  # not the "all buffers are plain attributes" mistake

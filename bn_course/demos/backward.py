@@ -18,8 +18,8 @@ from bn_course.widgets import grading, slider_panel
 def forward(x, gamma, beta, eps=1e-5):
     """Training-mode batch norm, x: (N, D) -> (N, D), in the dtype of x.
 
-    No input checks on purpose: the traps below feed it a batch of one example,
-    which a real layer refuses."""
+    No input checks on purpose: one of the notebook's traps feeds it a batch of one
+    example, which a real layer refuses."""
     centred = x - x.mean(axis=0)
     return gamma * centred / np.sqrt((centred ** 2).mean(axis=0) + eps) + beta
 
@@ -53,7 +53,7 @@ def numerical_gradients(x, gamma, dout, eps=1e-5, h=1e-5):
             numerical_gradient(lambda b: forward(x, gamma, b, eps), beta, dout, h))
 
 
-# --- a gradient check -----------------------------------------------------------------
+# --- a gradient check ---------------------------------------------------------
 
 RELATIVE_TOLERANCE = 1e-6
 # A gradient that is zero has no scale to be relative to: there the check falls back
@@ -106,42 +106,51 @@ def _max_difference(a, b):
 
 # --- the computational graph --------------------------------------------------
 
-# name: (position, forward text, backward text); y flows back to x
+# name: (position, forward text, backward text, where the backward text goes)
 _GRAPH_NODES = {
-    "x": ((0.0, 0.0), r"$x$", r"$dx = dx_c + \frac{1}{N}d\mu$"),
-    "mu": ((2.0, 1.5), r"$\mu = \frac{1}{N}\sum_i x_i$", r"$d\mu = -\sum_i dx_{c}$"),
+    "x": ((0.0, 0.0), r"$x$", r"$dx = dx_c + \frac{1}{N}d\mu$", "below"),
+    "mu": ((2.0, 1.6), r"$\mu = \frac{1}{N}\sum_i x_i$", r"$d\mu = -\sum_i dx_{c}$", "above"),
     "xc": ((4.0, 0.0), r"$x_c = x - \mu$",
-           r"$dx_c = s\,d\hat{x} + \frac{2}{N}x_c\,d\sigma^2$"),
-    "var": ((6.0, 1.5), r"$\sigma^2 = \frac{1}{N}\sum_i x_{c}^2$",
-            r"$d\sigma^2 = -\frac{1}{2}(\sigma^2+\epsilon)^{-3/2}ds$"),
-    "s": ((8.0, 1.5), r"$s = (\sigma^2+\epsilon)^{-1/2}$", r"$ds = \sum_i d\hat{x}\,x_c$"),
-    "xhat": ((10.0, 0.0), r"$\hat{x} = x_c\, s$", r"$d\hat{x} = \gamma\, dy$"),
-    "y": ((12.0, 0.0), r"$y = \gamma\hat{x} + \beta$", r"$dy$ (given)"),
-    "gamma": ((12.0, 1.5), r"$\gamma$", r"$d\gamma = \sum_i dy\,\hat{x}$"),
-    "beta": ((12.0, -1.5), r"$\beta$", r"$d\beta = \sum_i dy$"),
+           r"$dx_c = s\,d\hat{x} + \frac{2}{N}x_c\,d\sigma^2$", "below"),
+    "var": ((6.0, 1.6), r"$\sigma^2 = \frac{1}{N}\sum_i x_{c}^2$",
+            r"$d\sigma^2 = -\frac{1}{2}(\sigma^2+\epsilon)^{-3/2}ds$", "above"),
+    "s": ((8.6, 1.6), r"$s = (\sigma^2+\epsilon)^{-1/2}$", r"$ds = \sum_i d\hat{x}\,x_c$",
+          "above"),
+    "xhat": ((10.0, 0.0), r"$\hat{x} = x_c\, s$", r"$d\hat{x} = \gamma\, dy$", "below"),
+    "y": ((12.0, 0.0), r"$y = \gamma\hat{x} + \beta$", r"$dy$ (given)", "right"),
+    "gamma": ((12.0, 1.6), r"$\gamma$", r"$d\gamma = \sum_i dy\,\hat{x}$", "right"),
+    "beta": ((12.0, -1.6), r"$\beta$", r"$d\beta = \sum_i dy$", "right"),
 }
 _GRAPH_EDGES = [("x", "mu"), ("x", "xc"), ("mu", "xc"), ("xc", "var"), ("var", "s"),
                 ("xc", "xhat"), ("s", "xhat"), ("xhat", "y"), ("gamma", "y"), ("beta", "y")]
-_BOX = dict(boxstyle="round,pad=0.25", linewidth=1.2)
 
 
 def graph_figure():
     """Batch norm's forward pass as a graph (black), each node with the rule that
     gives its gradient in the backward pass (red). Sums are over the batch, i = 1..N."""
     fig, ax = plt.subplots(figsize=(13, 4.2))
-    for start, end in _GRAPH_EDGES:
-        (x0, y0), (x1, y1) = _GRAPH_NODES[start][0], _GRAPH_NODES[end][0]
-        ax.annotate("", xy=(x1, y1), xytext=(x0, y0),
-                    arrowprops=dict(arrowstyle="-|>", color="0.25", lw=1.3,
-                                    shrinkA=28, shrinkB=28))
-    for name, ((x, y), forward_text, backward_text) in _GRAPH_NODES.items():
+    boxes = {}
+    for name, ((x, y), forward_text, backward_text, side) in _GRAPH_NODES.items():
         is_parameter = name in ("gamma", "beta")
-        ax.text(x, y, forward_text, ha="center", va="center", fontsize=11, zorder=3,
-                bbox={**_BOX, "facecolor": "#fff4d6" if is_parameter else "#e8f0fe",
-                      "edgecolor": "#b08800" if is_parameter else "#3367d6"})
-        ax.text(x, y - 0.55, backward_text, ha="center", va="top", fontsize=9.5,
-                color="#c5221f")
-    ax.set(xlim=(-1.2, 13.4), ylim=(-2.7, 2.3))
+        boxes[name] = ax.text(
+            x, y, forward_text, ha="center", va="center", fontsize=11, zorder=3,
+            bbox={"boxstyle": "round,pad=0.3", "linewidth": 1.2,
+                  "facecolor": "#fff4d6" if is_parameter else "#e8f0fe",
+                  "edgecolor": "#b08800" if is_parameter else "#3367d6"})
+        if side in ("below", "above"):
+            ax.text(x, y - 0.5 if side == "below" else y + 0.5, backward_text, ha="center",
+                    va="top" if side == "below" else "bottom", fontsize=9.5, color="#c5221f")
+        else:
+            ax.text(x + 0.9, y, backward_text, ha="left", va="center", fontsize=9.5,
+                    color="#c5221f")
+    for start, end in _GRAPH_EDGES:
+        # patchA/patchB: each arrow stops at the edges of the two boxes it joins
+        ax.annotate("", xy=boxes[end].get_position(), xytext=boxes[start].get_position(),
+                    arrowprops={"arrowstyle": "-|>", "color": "0.25", "lw": 1.3,
+                                "shrinkA": 2, "shrinkB": 2,
+                                "patchA": boxes[start].get_bbox_patch(),
+                                "patchB": boxes[end].get_bbox_patch()})
+    ax.set(xlim=(-1.0, 14.4), ylim=(-2.3, 2.7))
     ax.axis("off")
     ax.set_title("Forward pass left to right (black); backward pass right to left, one rule "
                  "per node (red)", fontsize=11)
@@ -192,17 +201,15 @@ def step_size_panel(backward, batch=None):
             name = np.dtype(dtype).name
             left.loglog(STEPS, errors, "o-", color=colour, ms=3, label=name)
             left.loglog([h], [error], "o", color=colour, ms=10, mfc="none", mew=2)
-            right.plot(exact.ravel(), numeric.ravel(), "o", color=colour, ms=4, alpha=0.7,
-                       label=f"{name}: relative error {error:.1e}")
+            right.semilogy(np.abs(numeric - exact).ravel(), "o", color=colour, ms=4,
+                           label=f"{name}: relative error {error:.1e}")
         left.axvline(h, color="0.5", lw=1, ls="--")
         left.set(xlabel="step h", ylabel="relative error of the numerical dx",
                  title="too small: rounding; too large: the curve bends (truncation)")
         left.legend(fontsize=8)
-        lim = 1.2 * np.abs(exact).max()
-        right.plot([-lim, lim], [-lim, lim], "k-", lw=0.8, label="perfect agreement")
-        right.set(xlim=(-lim, lim), ylim=(-lim, lim), xlabel="analytic dx (your backward)",
-                  ylabel="numerical dx", title=f"each entry of dx at h = {h:.0e}")
-        right.legend(fontsize=8, loc="upper left")
+        right.set(xlabel="entry of dx", ylabel="|numerical - analytic|",
+                  title=f"error of each entry of dx at h = {h:.0e}")
+        right.legend(fontsize=8)
         fig.tight_layout()
         return fig  # the panel shows it, then closes it
 
@@ -211,7 +218,7 @@ def step_size_panel(backward, batch=None):
         readout_format=".0e", continuous_update=False))
 
 
-# --- timings ------------------------------------------------------------------------
+# --- timings ------------------------------------------------------------------
 
 
 def timing_table(backward, backward_compact, shape=(256, 256), repeats=5, seed=0):
