@@ -40,7 +40,8 @@ NOTEBOOK_EXERCISES = {
     "04": ("update_running_stats", "batchnorm_eval", "BatchNorm1d", "keras_to_torch_momentum"),
     "05": ("batchnorm_backward", "batchnorm_backward_compact"),
     "06": ("batchnorm2d_forward", "BatchNorm2d"),
-    "08": ("fold_batchnorm", "layernorm_forward", "groupnorm_forward"),
+    "08": ("fold_batchnorm", "layernorm_forward", "groupnorm_forward",
+           "ghost_batchnorm_forward", "recompute_running_stats", "diagnose_bn_bug"),
 }
 
 

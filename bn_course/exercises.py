@@ -463,6 +463,137 @@ def _fold_cases(group):
     return cases
 
 
+def _ghost_cases(group):
+    rng = np.random.default_rng(22)
+    # (description, x, virtual batch size). No N equal to B**2: splitting into B pieces
+    # would then give the right virtual batches by accident.
+    if group == "basic":
+        layouts = [(f"a ({n}, {d}) batch in virtual batches of {b}", _batch(rng, n, d), b)
+                   for n, d, b in [(12, 4, 3), (24, 5, 8), (32, 3, 4), (18, 4, 6)]]
+    elif group == "awkward":
+        layouts = [
+            ("a (10, 3) batch in virtual batches of 4 (the last holds 2)", _batch(rng, 10, 3), 4),
+            ("a (8, 4) batch in one virtual batch of 8", _batch(rng, 8, 4), 8),
+            ("a (6, 3) batch, smaller than the virtual batch size 16", _batch(rng, 6, 3), 16),
+            ("a single feature (12, 1) in virtual batches of 2", _batch(rng, 12, 1), 2),
+            ("a (12, 3) batch with values near 1e4, virtual batches of 3",
+             _batch(rng, 12, 3, offset=1e4), 3),
+            ("a (15, 3) batch whose last feature is constant, virtual batches of 5",
+             _batch(rng, 15, 3, constant_feature=True), 5),
+            ("a non-contiguous (12, 4) view in virtual batches of 3",
+             _batch(rng, 24, 8)[::2, ::2], 3),
+            ("a column-major (20, 3) array in virtual batches of 5",
+             _non_contiguous(_batch(rng, 20, 3)), 5),
+        ]
+    else:
+        layouts = [(f"a float32 ({n}, {d}) batch in virtual batches of {b}",
+                    _batch(rng, n, d).astype(np.float32), b)
+                   for n, d, b in [(12, 4, 4), (16, 3, 8)]]
+    cases = []
+    for i, (description, x, size) in enumerate(layouts):
+        gamma, beta = _gamma_beta(rng, x.shape[1], x.dtype)
+        eps = _eps_for(i)
+        cases.append(_function_case(
+            f"{description}, {_eps_text(eps)}",
+            {"x": x, "gamma": gamma, "beta": beta, "virtual_batch_size": size},
+            _with_eps({}, eps), float32=x.dtype == np.float32))
+    return cases
+
+
+def _drifting_batches(rng, sizes, d, offset=0.0, constant_feature=False):
+    """One batch per size; the mean moves from batch to batch, so that an average that
+    weighs the batches unequally, or a single batch, cannot pass."""
+    centre = offset + rng.uniform(-3, 3, size=d)
+    step = rng.uniform(-1, 1, size=d)
+    scales = rng.uniform(0.5, 2.0, size=d)
+    batches = [centre + k * step + scales * rng.standard_normal((n, d))
+               for k, n in enumerate(sizes)]
+    if constant_feature:
+        for batch in batches:
+            batch[:, -1] = centre[-1]
+    return batches
+
+
+def _batches_case(description, batches):
+    """Call the candidate on copies of the batches (the list may be consumed, the arrays
+    must stay as they were: the same arrays serve every later call)."""
+
+    def play(candidate):
+        copies = [_fresh_copy(batch) for batch in batches]
+        result = candidate(copies)
+        if not all(np.array_equal(a, b, equal_nan=True) for a, b in zip(batches, copies)):
+            raise InputModified("batches")
+        return list(zip(("running mean", "running var"), _unpack(result, 2)))
+
+    return Case(description, play, float32=batches[0].dtype == np.float32)
+
+
+def _recompute_cases(group):
+    rng = np.random.default_rng(23)
+    if group == "basic":
+        layouts = [(f"{len(sizes)} batches of ({sizes[0]}, {d})",
+                    _drifting_batches(rng, sizes, d))
+                   for sizes, d in [([16] * 4, 3), ([8] * 6, 5), ([32] * 3, 4), ([12] * 5, 2)]]
+    elif group == "awkward":
+        layouts = [
+            ("batches of 16, 16, 16 and a last one of 5 examples (3 features)",
+             _drifting_batches(rng, [16, 16, 16, 5], 3)),
+            ("a single (10, 3) batch", _drifting_batches(rng, [10], 3)),
+            ("8 batches of two examples (2, 4)", _drifting_batches(rng, [2] * 8, 4)),
+            ("5 batches of (9, 1), a single feature", _drifting_batches(rng, [9] * 5, 1)),
+            ("4 batches of (12, 3) with values near 1e4",
+             _drifting_batches(rng, [12] * 4, 3, offset=1e4)),
+            ("4 batches of (10, 3) whose last feature is constant",
+             _drifting_batches(rng, [10] * 4, 3, constant_feature=True)),
+            ("3 column-major batches of (7, 5)",
+             [_non_contiguous(b) for b in _drifting_batches(rng, [7] * 3, 5)]),
+        ]
+    else:
+        layouts = [(f"{len(sizes)} float32 batches of ({sizes[0]}, {d})",
+                    [b.astype(np.float32) for b in _drifting_batches(rng, sizes, d)])
+                   for sizes, d in [([16] * 4, 3), ([8] * 3, 6)]]
+    return [_batches_case(description, batches) for description, batches in layouts]
+
+
+CASE_FILES = {"basic": ("A", "B"), "awkward": ("C", "D"), "float32": ()}
+
+
+def _diagnosis_case(case):
+    def play(candidate):
+        from bn_course.demos.beyond import BN_BUGS, planted_bug  # the answer key
+
+        answer = candidate(case)
+        if not isinstance(answer, str) or answer not in BN_BUGS:
+            raise CandidateProblem(f"diagnose_bn_bug({case!r}) returned {answer!r}; return "
+                                   f"one of {', '.join(map(repr, BN_BUGS))}.")
+        if answer != planted_bug(case):
+            raise CandidateProblem(f"Case file {case} is not {answer!r}.",
+                                   WRONG_DIAGNOSIS[answer])
+        return [(f"the diagnosis of case file {case}", True)]
+
+    return Case(f"case file {case}", play)
+
+
+def _diagnosis_cases(group):
+    return [_diagnosis_case(case) for case in CASE_FILES[group]]
+
+
+def _diagnose_bn_bug(case):
+    """The reference answer: the bug planted in case file ``case`` of notebook 08."""
+    from bn_course.demos.beyond import planted_bug
+
+    return planted_bug(case)
+
+
+# A wrong diagnosis -> the catalogue id that explains why it does not fit.
+WRONG_DIAGNOSIS = {
+    "eval-mode-forgotten": "wrongly-blames-eval-mode",
+    "stats-frozen-while-fine-tuning": "wrongly-blames-frozen-statistics",
+    "dropout-before-batchnorm": "wrongly-blames-dropout",
+    "no-bug": "misses-the-bug",
+}
+
+
 def _torch_batchnorm2d(num_features, **kwargs):
     """The oracle for the module exercise: PyTorch's own layer."""
     import torch
@@ -658,6 +789,12 @@ EXERCISES = {e.name: e for e in [
              "groupnorm_forward(x, gamma, beta, num_groups, eps=1e-5)", _groupnorm_cases),
     Exercise("fold_batchnorm", ref.fold_batchnorm,
              "fold_batchnorm(conv_weight, conv_bias, bn)", _fold_cases),
+    Exercise("ghost_batchnorm_forward", ref.ghost_batchnorm_forward,
+             "ghost_batchnorm_forward(x, gamma, beta, virtual_batch_size, eps=1e-5)",
+             _ghost_cases),
+    Exercise("recompute_running_stats", ref.recompute_running_stats,
+             "recompute_running_stats(batches)", _recompute_cases),
+    Exercise("diagnose_bn_bug", _diagnose_bn_bug, "diagnose_bn_bug(case)", _diagnosis_cases),
     Exercise("BatchNorm2d", _torch_batchnorm2d,
              "BatchNorm2d(num_features, eps=1e-5, momentum=0.1), a torch.nn.Module",
              _module_cases, needs_torch=True, time_limit_s=30.0),

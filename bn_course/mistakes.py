@@ -420,6 +420,67 @@ def _fold_with(**bugs):
     return fold
 
 
+def _ghost_with(split="consecutive", ddof=0):
+    """ghost_batchnorm_forward with one knob per mistake. split: "consecutive" (right),
+    "whole" (one batch), "strided" (every k-th example), "count" (B pieces, not size B)."""
+
+    def ghost(x, gamma, beta, virtual_batch_size, eps=1e-5):
+        n, size = len(x), virtual_batch_size
+        pieces = -(-n // size)  # how many virtual batches, rounding up
+        groups = {
+            "consecutive": [np.arange(start, min(start + size, n)) for start in range(0, n, size)],
+            "whole": [np.arange(n)],
+            "strided": [np.arange(first, n, pieces) for first in range(pieces)],
+            "count": [piece for piece in np.array_split(np.arange(n), size) if len(piece)],
+        }[split]
+        out = np.empty(x.shape, dtype=x.dtype)
+        for index in groups:
+            chunk = x[index]
+            out[index] = (chunk - chunk.mean(axis=0)) / np.sqrt(
+                chunk.var(axis=0, ddof=ddof) + eps)
+        return out * gamma + beta
+
+    return ghost
+
+
+def _ema_of_batches(batches, momentum=0.1):
+    mean, var = 0.0, 1.0  # PyTorch's starting values
+    for x in batches:
+        mean = (1 - momentum) * mean + momentum * x.mean(axis=0)
+        var = (1 - momentum) * var + momentum * x.var(axis=0, ddof=1)
+    return mean, var
+
+
+def _average_of_batches(batches, ddof=1):
+    means = [x.mean(axis=0) for x in batches]
+    variances = [x.var(axis=0, ddof=ddof) for x in batches]
+    return np.mean(means, axis=0), np.mean(variances, axis=0)
+
+
+def _counting_reset_values(batches):
+    """The average with the reset values (mean 0, variance 1) counted as one more batch."""
+    mean, var = _average_of_batches(batches)
+    k = len(batches)
+    return k * mean / (k + 1), (k * var + 1.0) / (k + 1)
+
+
+def _pooled(batches):
+    everything = np.concatenate(list(batches))
+    return everything.mean(axis=0), everything.var(axis=0, ddof=1)
+
+
+def _last_batch(batches):
+    x = list(batches)[-1]
+    return x.mean(axis=0), x.var(axis=0, ddof=1)
+
+
+def _always(answer):
+    def diagnose(case):
+        return answer
+
+    return diagnose
+
+
 def _buggy_torch_layer(**bugs):
     """A from-scratch torch BatchNorm2d with one mistake (built on first use, so
     that importing the catalogue does not import torch)."""
@@ -551,6 +612,67 @@ CATALOGUE += [
     Mistake("fold-var-instead-of-std", "fold_batchnorm", _fold_with(var_not_std=True),
             "Your folded scale divides by the running variance instead of its square root.",
             FOLD_HINT),
+]
+
+GHOST_HINT = ("Cut x into consecutive slices x[start:start + virtual_batch_size] (the last one "
+              "may be shorter) and normalize each slice with its own mean and variance.")
+RECOMPUTE_HINT = ("Give every batch the same weight: average the batch means, and average the "
+                  "unbiased batch variances (PyTorch's momentum=None gives batch k weight 1/k).")
+CHECKLIST_HINT = ("Go through the checklist in order: does the deployed accuracy depend on the "
+                  "batch size? Then, from the first BN layer on, do the inputs' mean and variance "
+                  "agree with the running ones?")
+
+CATALOGUE += [
+    # --- ghost_batchnorm_forward ---
+    Mistake("ghost-stats-over-whole-batch", "ghost_batchnorm_forward", _ghost_with("whole"),
+            "You normalized with the statistics of the whole batch: that is plain batch norm, "
+            "and virtual_batch_size changes nothing.", GHOST_HINT),
+    Mistake("ghost-strided-virtual-batches", "ghost_batchnorm_forward", _ghost_with("strided"),
+            "Your virtual batches take every k-th example (x[j::k]) instead of consecutive "
+            "examples.", GHOST_HINT),
+    Mistake("ghost-size-read-as-count", "ghost_batchnorm_forward", _ghost_with("count"),
+            "You cut x into virtual_batch_size pieces (np.array_split(x, virtual_batch_size)): "
+            "virtual_batch_size is the number of examples per virtual batch, not the number "
+            "of virtual batches.", GHOST_HINT),
+    Mistake("unbiased-variance", "ghost_batchnorm_forward", _ghost_with(ddof=1),
+            "You normalized with the unbiased variance.", BIASED_HINT),
+    # --- recompute_running_stats ---
+    Mistake("recompute-with-momentum", "recompute_running_stats", _ema_of_batches,
+            "You blended the batches with an exponential moving average (momentum 0.1), as "
+            "training does: the result leans toward the last batches and still remembers the "
+            "starting values 0 and 1.", RECOMPUTE_HINT),
+    Mistake("running-var-biased", "recompute_running_stats",
+            lambda batches: _average_of_batches(batches, ddof=0),
+            "You averaged the biased batch variances (divide by N).",
+            "Running statistics use the unbiased batch variance, np.var(x, axis=0, ddof=1), "
+            "as in training."),
+    Mistake("counts-initial-values", "recompute_running_stats",
+            _counting_reset_values,
+            "Your average counts the reset values (mean 0, variance 1) as if they were a batch.",
+            "Average only the batches you are given."),
+    Mistake("pools-all-examples", "recompute_running_stats", _pooled,
+            "You put all examples into one big batch. Its variance also counts how much the "
+            "batch means differ, and a larger batch weighs more: not what BN's running "
+            "statistics hold.", RECOMPUTE_HINT),
+    Mistake("last-batch-only", "recompute_running_stats", _last_batch,
+            "You returned the statistics of the last batch only.", RECOMPUTE_HINT),
+    # --- diagnose_bn_bug: a wrong answer is told why it does not fit, never the answer ---
+    Mistake("wrongly-blames-eval-mode", "diagnose_bn_bug", _always("eval-mode-forgotten"),
+            "A forgotten model.eval() makes each prediction depend on the rest of its batch, "
+            "so the deployed accuracy would change with the batch size. Here it does not.",
+            CHECKLIST_HINT),
+    Mistake("wrongly-blames-frozen-statistics", "diagnose_bn_bug",
+            _always("stats-frozen-while-fine-tuning"),
+            "Stale running statistics show at the first BN layer as inputs whose mean sits far "
+            "from the running mean (a large |mean - running mean| / running std). In this case "
+            "file the first BN layer's means agree.",
+            CHECKLIST_HINT),
+    Mistake("wrongly-blames-dropout", "diagnose_bn_bug", _always("dropout-before-batchnorm"),
+            "Dropout feeding a BN layer inflates only the variance that layer sees in training: "
+            "in eval mode its inputs' variance is well below the running variance while their "
+            "mean still agrees. This case file does not show that pattern.", CHECKLIST_HINT),
+    Mistake("misses-the-bug", "diagnose_bn_bug", _always("no-bug"),
+            "This model has a symptom that a healthy one does not.", CHECKLIST_HINT),
 ]
 
 # Detected, not matched: these ids are reported for any exercise.

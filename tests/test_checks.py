@@ -460,6 +460,57 @@ class ModuleWithVarMean(ModuleFromScratch):
                              self.weight.view(1, -1, 1, 1))
 
 
+@correct("ghost_batchnorm_forward")
+def ghost_in_a_loop(x, gamma, beta, virtual_batch_size, eps=1e-5):
+    slices = []
+    for start in range(0, x.shape[0], virtual_batch_size):
+        chunk = x[start:start + virtual_batch_size]
+        slices.append(gamma * (chunk - chunk.mean(0)) / np.sqrt(chunk.var(0) + eps) + beta)
+    return np.vstack(slices)
+
+
+@correct("ghost_batchnorm_forward")
+def ghost_with_np_split(x, gamma, beta, virtual_batch_size, eps=1e-5):
+    chunks = np.split(x, range(virtual_batch_size, len(x), virtual_batch_size))
+    centred = [c - c.mean(0, keepdims=True) for c in chunks]
+    scaled = [c / np.sqrt((c ** 2).mean(0, keepdims=True) + eps) for c in centred]
+    return np.concatenate(scaled) * gamma + beta
+
+
+@correct("recompute_running_stats")
+def recompute_cumulative(batches):
+    # momentum=None's rule: batch k moves the estimate 1/k of the way.
+    for k, x in enumerate(batches, start=1):
+        mean_k, var_k = x.mean(0), x.var(0, ddof=1)
+        mean = mean_k if k == 1 else mean + (mean_k - mean) / k
+        var = var_k if k == 1 else var + (var_k - var) / k
+    return mean, var
+
+
+@correct("recompute_running_stats")
+def recompute_stacked(batches):
+    stats = np.stack([np.stack([x.mean(0), x.var(0, ddof=1)]) for x in batches])
+    return stats[:, 0].mean(0), stats[:, 1].mean(0)
+
+
+def _answer_key():
+    from bn_course.demos.beyond import planted_bug
+
+    return {case: planted_bug(case) for case in "ABCD"}
+
+
+@correct("diagnose_bn_bug")
+def diagnose_from_a_table(case):
+    return _answer_key()[case]
+
+
+@correct("diagnose_bn_bug")
+def diagnose_one_by_one(case):
+    from bn_course.demos.beyond import planted_bug
+
+    return str(planted_bug(case))
+
+
 def first_correct(exercise):
     return next(impl for name, impl in CORRECT if name == exercise)
 
@@ -523,7 +574,15 @@ def test_hidden_non_contiguous_cases_hand_over_non_contiguous_arrays():
 
 # --- what a failing candidate is told ----------------------------------------
 
-NUMPY_EXERCISES = [name for name in EXERCISES if name != "BatchNorm2d"]
+# Exercises whose answers are NumPy arrays (not a torch module, not a diagnosis string).
+NUMPY_EXERCISES = [name for name in EXERCISES if name not in ("BatchNorm2d", "diagnose_bn_bug")]
+
+
+@pytest.mark.parametrize("answer", [None, 3, ["no-bug"], "not a bug we know", np.zeros(2)])
+def test_a_diagnosis_outside_the_list_names_the_choices(answer):
+    result = check("diagnose_bn_bug", lambda case: answer)
+    assert not result.passed
+    assert "return one of 'eval-mode-forgotten'" in result.message
 
 
 def spoiled(exercise, spoil):

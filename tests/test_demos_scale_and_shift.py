@@ -64,3 +64,11 @@ def test_panel_draws_the_function_it_is_given(not_grading):
 def test_panel_is_none_under_nbgrader(monkeypatch):
     monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
     assert demo.gamma_beta_panel(batchnorm_forward) is None
+
+
+def test_gamma_zero_collapses_the_feature_without_warnings(not_grading, recwarn):
+    panel = demo.gamma_beta_panel(batchnorm_forward)
+    panel.sliders["gamma"].value = 0.0
+    np.testing.assert_allclose(_batch_in_sigmoid_plot(panel), 0.0)
+    assert "all inputs equal" in panel.figure.axes[1].get_title()
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 import bn_course.reference.numpy as course_answers
 import bn_course.reference.torch as course_torch_answers
 from bn_course.checks import check, relative_error
-from bn_course.exercises import EXERCISES, GROUPS, CandidateProblem
+from bn_course.exercises import EXERCISES, GROUPS, WRONG_DIAGNOSIS, CandidateProblem
 from bn_course.mistakes import CATALOGUE, DETECTED, mistake_named
 
 MUTANTS = []  # (exercise, mistake id, implementation)
@@ -1001,6 +1001,96 @@ class ModuleSubclassesTorch(torch.nn.BatchNorm2d):
 @mutant("BatchNorm2d", "calls-course-reference")
 class ModuleSubclassesCourseAnswer(course_torch_answers.BatchNorm2d):
     pass
+
+
+# --- notebook 08: ghost batch norm, re-estimated statistics, diagnosis ---
+
+@mutant("ghost_batchnorm_forward", "ghost-stats-over-whole-batch")
+def ghost_plain_batchnorm(x, gamma, beta, virtual_batch_size, eps=1e-5):
+    return gamma * (x - x.mean(0)) / np.sqrt(x.var(0) + eps) + beta
+
+
+@mutant("ghost_batchnorm_forward", "ghost-strided-virtual-batches")
+def ghost_by_step_slicing(x, gamma, beta, virtual_batch_size, eps=1e-5):
+    pieces = int(np.ceil(len(x) / virtual_batch_size))
+    out = np.zeros_like(x)
+    for j in range(pieces):
+        chunk = x[j::pieces]
+        out[j::pieces] = gamma * (chunk - chunk.mean(0)) / np.sqrt(chunk.var(0) + eps) + beta
+    return out
+
+
+@mutant("ghost_batchnorm_forward", "ghost-size-read-as-count")
+def ghost_array_split(x, gamma, beta, virtual_batch_size, eps=1e-5):
+    chunks = np.array_split(x, virtual_batch_size)
+    return np.concatenate([gamma * (c - c.mean(0)) / np.sqrt(c.var(0) + eps) + beta
+                           for c in chunks if len(c)])
+
+
+@mutant("ghost_batchnorm_forward", "unbiased-variance")
+def ghost_ddof_one(x, gamma, beta, virtual_batch_size, eps=1e-5):
+    out = []
+    for start in range(0, len(x), virtual_batch_size):
+        c = x[start:start + virtual_batch_size]
+        out.append(gamma * (c - c.mean(0)) / np.sqrt(c.std(0, ddof=1) ** 2 + eps) + beta)
+    return np.vstack(out)
+
+
+@mutant("recompute_running_stats", "recompute-with-momentum")
+def recompute_ema_loop(batches):
+    mean, var = 0, 1
+    for x in batches:
+        mean = 0.9 * mean + 0.1 * np.mean(x, axis=0)
+        var = 0.9 * var + 0.1 * np.var(x, axis=0, ddof=1)
+    return mean, var
+
+
+@mutant("recompute_running_stats", "running-var-biased")
+def recompute_biased(batches):
+    stats = [(x.mean(0), ((x - x.mean(0)) ** 2).mean(0)) for x in batches]
+    return sum(m for m, _ in stats) / len(stats), sum(v for _, v in stats) / len(stats)
+
+
+@mutant("recompute_running_stats", "counts-initial-values")
+def recompute_cumulative_from_reset(batches):
+    mean, var = 0.0, 1.0
+    for k, x in enumerate(batches, start=2):  # the reset values count as batch 1
+        mean += (x.mean(0) - mean) / k
+        var += (x.var(0, ddof=1) - var) / k
+    return mean, var
+
+
+@mutant("recompute_running_stats", "pools-all-examples")
+def recompute_pooled(batches):
+    x = np.vstack(batches)
+    return x.mean(0), x.var(0, ddof=1)
+
+
+@mutant("recompute_running_stats", "last-batch-only")
+def recompute_last(batches):
+    for x in batches:
+        mean, var = x.mean(0), x.var(0, ddof=1)
+    return mean, var
+
+
+@mutant("recompute_running_stats", "modifies-input")
+def recompute_in_place(batches):
+    means, variances = [], []
+    for x in batches:
+        means.append(x.mean(0))
+        x -= means[-1]  # changes the caller's arrays
+        variances.append((x ** 2).sum(0) / (len(x) - 1))
+    return np.mean(means, 0), np.mean(variances, 0)
+
+
+def diagnose_blaming(answer):
+    """A student who reads every case file the same way (a dict, unlike _always)."""
+    cases = dict.fromkeys("ABCD", answer)
+    return lambda case: cases[case]
+
+
+MUTANTS += [("diagnose_bn_bug", mistake_id, diagnose_blaming(answer))
+            for answer, mistake_id in WRONG_DIAGNOSIS.items()]
 
 
 # --- the tests --------------------------------------------------------------

@@ -80,8 +80,9 @@ def gamma_beta_panel(batchnorm_forward, x=None):
         left.hist(x[:, 0], bins=bins, color="0.6", alpha=0.6, label="input x")
         left.hist(y, bins=bins, color="C0", alpha=0.7, label="output y")
         left.axvline(beta, color="C3", lw=1.5, label=r"$\beta$")
+        shape = "same shape as x" if gamma else "one value: the feature is gone"
         left.set(xlabel="value", ylabel="count",
-                 title=f"output: mean {y.mean():.2f}, std {y.std():.2f} (same shape as x)")
+                 title=f"output: mean {y.mean():.2f}, std {y.std():.2f} ({shape})")
         left.legend(fontsize=8)
         _draw_sigmoid_inputs(right, y, "the output fed to a sigmoid")
         fig.tight_layout()

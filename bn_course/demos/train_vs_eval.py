@@ -99,8 +99,9 @@ def _wiggle(step, values):
 
 @contextlib.contextmanager
 def _one_torch_thread():
-    """Run torch on one thread: for matrices this small, handing work to a second
-    thread costs more than it saves (several times more on a busy 2-core machine)."""
+    """Run torch on one thread: for arrays this small, handing work to a second thread
+    costs more than it saves (a hundred times more on a busy 2-core machine).
+    ``bn_course.train`` does the same around its own training and evaluation."""
     import torch
 
     previous = torch.get_num_threads()
@@ -166,14 +167,13 @@ def forgot_eval_experiment(steps=300, batch_sizes=(2, 3, 4, 8, 32, 128), seed=0)
     from bn_course.train import evaluate, make_mlp, train
 
     data = load_digits(seed=seed)
-    with _one_torch_thread():
-        model = make_mlp(data.num_features, hidden=64, depth=2, num_classes=data.num_classes,
-                         bn=True, seed=seed)
-        train(model, data, steps=steps, lr=0.1, seed=seed, eval_every=steps)
-        x_test, y_test = data.to_torch("test")
-        eval_accuracy = evaluate(model, x_test, y_test)
-        train_mode = {size: evaluate(model, x_test, y_test, batch_size=size, train_mode=True)
-                      for size in batch_sizes}
+    model = make_mlp(data.num_features, hidden=64, depth=2, num_classes=data.num_classes,
+                     bn=True, seed=seed)
+    train(model, data, steps=steps, lr=0.1, seed=seed, eval_every=steps)
+    x_test, y_test = data.to_torch("test")
+    eval_accuracy = evaluate(model, x_test, y_test)
+    train_mode = {size: evaluate(model, x_test, y_test, batch_size=size, train_mode=True)
+                  for size in batch_sizes}
     return ForgotEvalResult(eval_accuracy, train_mode, steps)
 
 

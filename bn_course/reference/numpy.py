@@ -30,6 +30,8 @@ __all__ = [
     "layernorm_forward",
     "groupnorm_forward",
     "fold_batchnorm",
+    "ghost_batchnorm_forward",
+    "recompute_running_stats",
 ]
 
 
@@ -323,3 +325,33 @@ def fold_batchnorm(conv_weight, conv_bias, bn):
     folded_weight = weight * scale.reshape((-1,) + (1,) * (weight.ndim - 1))
     folded_bias = (bias - _numpy(bn.running_mean)) * scale + beta
     return folded_weight, folded_bias
+
+
+def ghost_batchnorm_forward(x, gamma, beta, virtual_batch_size, eps=1e-5):
+    """Training-mode batch norm whose statistics come from virtual batches: consecutive
+    slices of ``virtual_batch_size`` examples (the last one may be smaller), each
+    normalized with its own mean and biased variance. x: (N, D) -> (N, D)"""
+    x = _as_batch(x)
+    if virtual_batch_size < 2:
+        raise ValueError(f"virtual_batch_size must be at least 2, got {virtual_batch_size}")
+    return np.concatenate([batchnorm_forward(x[start:start + virtual_batch_size],
+                                             gamma, beta, eps)
+                           for start in range(0, len(x), virtual_batch_size)])
+
+
+def recompute_running_stats(batches):
+    """Running statistics re-estimated after training (precise BN): the average of the
+    batch means and of the *unbiased* batch variances, every batch counting once. This
+    is what a torch BatchNorm with momentum=None holds after one train-mode pass.
+
+    batches: iterable of (N_k, D) arrays, N_k >= 2. Returns (mean (D,), var (D,)).
+    """
+    means, variances = [], []
+    for x in batches:
+        x = _as_batch(x)
+        _require_two_examples(len(x))
+        means.append(x.mean(axis=0))
+        variances.append(x.var(axis=0, ddof=1))
+    if not means:
+        raise ValueError("need at least one batch to average")
+    return np.mean(means, axis=0), np.mean(variances, axis=0)
