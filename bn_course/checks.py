@@ -26,7 +26,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bn_course.exercises import EXERCISES, GROUPS, CandidateProblem, InputModified, WrongArity
+from bn_course.exercises import (
+    EXERCISES,
+    GROUPS,
+    CandidateProblem,
+    InputModified,
+    WrongArity,
+    describe,
+)
 from bn_course.mistakes import DETECTED, mistake_named, mistakes_for
 
 __all__ = ["CheckResult", "check", "grade", "Progress", "relative_error", "NOTEBOOK_EXERCISES"]
@@ -40,6 +47,7 @@ NOTEBOOK_EXERCISES = {
     "04": ("update_running_stats", "batchnorm_eval", "BatchNorm1d", "keras_to_torch_momentum"),
     "05": ("batchnorm_backward", "batchnorm_backward_compact"),
     "06": ("batchnorm2d_forward", "BatchNorm2d"),
+    "07": ("steps_to_reach", "percentile_trace"),
     "08": ("fold_batchnorm", "layernorm_forward", "groupnorm_forward",
            "ghost_batchnorm_forward", "recompute_running_stats", "diagnose_bn_bug"),
 }
@@ -207,7 +215,7 @@ def _failure(exercise, case, error):
                        f"{exercise.time_limit_s:g} s. Is there an endless loop?")
     if isinstance(error, WrongArity):
         return _Failed(f"On {case.description}, expected a tuple of {error.expected} "
-                       f"arrays, got {_describe(error.got)}.")
+                       f"arrays, got {describe(error.got)}.")
     if isinstance(error, InputModified):
         mistake = mistake_named(exercise.name, "modifies-input")
         return _Failed(f"{mistake.diagnosis} (argument `{error.name}`, on {case.description})"
@@ -245,33 +253,25 @@ def _trusted_outputs(case, implementation, may_fail=True):
 
 # --- comparing outputs ------------------------------------------------------
 
-def _describe(value):
-    if value is None:
-        return "None (is a `return` missing?)"
-    if type(value).__module__.startswith("torch"):
-        return "a torch.Tensor (convert it with .numpy())"
-    if isinstance(value, np.ndarray):
-        return f"an array of shape {value.shape} and dtype {value.dtype}"
-    return f"a value of type {type(value).__name__}"
-
-
 def _describe_candidate(candidate):
     if candidate is None:
         return "None: did the cell that defines it run?"
-    return _describe(candidate)
+    return describe(candidate)
 
 
 def _type_problem(expected, got):
     """Why got cannot stand for expected at all (no diagnosis can help), or None."""
     if isinstance(expected, (bool, np.bool_)):
-        return None if isinstance(got, (bool, np.bool_)) else f"expected True/False, got {_describe(got)}"
+        if isinstance(got, (bool, np.bool_)):
+            return None
+        return f"expected True/False, got {describe(got)}"
     if isinstance(expected, np.ndarray):
         if isinstance(got, (np.ndarray, np.number, float, int)) and not isinstance(got, bool):
             return None
-        return f"expected a NumPy array, got {_describe(got)}"
+        return f"expected a NumPy array, got {describe(got)}"
     if isinstance(got, (float, int, np.number, np.ndarray)) and np.ndim(got) == 0:
         return None
-    return f"expected a number, got {_describe(got)}"
+    return f"expected a number, got {describe(got)}"
 
 
 def _aligned(expected, got):

@@ -18,6 +18,7 @@ from bn_course import __version__, course
 # Exit statuses: 0 all is well, 1 the work found a problem, 2 a bad command line.
 FAILED, USAGE = 1, 2
 
+LAB_FOLDER = "bn-course-notebooks"
 DOCTOR_PACKAGES = ["numpy", "torch", "matplotlib", "ipywidgets", "nbgrader", "jupyterlab"]
 
 
@@ -45,9 +46,13 @@ def build_parser():
     parser.add_argument("--version", action="version", version=f"bn-course {__version__}")
     commands = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND")
 
-    lab = commands.add_parser("lab", help="open the course in JupyterLab",
-                              description="Start JupyterLab on the course's notebooks/ "
-                                          "folder and print its URL.")
+    lab = commands.add_parser(
+        "lab", help="open the course in JupyterLab",
+        description="Copy the course's notebooks into a working folder (first use; later, "
+                    "a newer release never overwrites a notebook you edited: it goes beside "
+                    "it as NN_slug.new.ipynb), start JupyterLab there and print its URL.")
+    lab.add_argument("--dir", type=Path, default=Path(LAB_FOLDER), metavar="DIR",
+                     help=f"your working folder (default ./{LAB_FOLDER})")
     lab.add_argument("--no-browser", action="store_true", help="print the URL, open no browser")
     lab.add_argument("--port", type=_port, default=8888, help="port to serve on (default 8888)")
     lab.set_defaults(run=run_lab, parser=lab)
@@ -127,9 +132,16 @@ def _selected(args, the_course):
 def run_lab(args):
     if find_spec("jupyterlab") is None:
         raise course.CourseError("JupyterLab is not installed: pip install 'bn-course[lab]'")
-    folder = course.find_course().notebooks
-    if not folder.is_dir():
-        raise course.CourseError(f"{folder} does not exist yet: run `bn-course build`")
+    from bn_course import delivery
+
+    release = delivery.release_folder()
+    if not release.is_dir():
+        raise course.CourseError(f"{release} does not exist yet: run `bn-course build`")
+    if args.dir.exists() and not args.dir.is_dir():
+        args.parser.error(f"--dir {args.dir} is a file, not a folder")
+    for message in delivery.sync_working_folder(release, args.dir):
+        print(message)
+    folder = args.dir.resolve()
     token = secrets.token_hex(24)
     print(f"JupyterLab on {folder}\n"
           f"    http://localhost:{args.port}/lab?token={token}\n"
@@ -138,6 +150,8 @@ def run_lab(args):
                f"--ServerApp.port={args.port}", "--ServerApp.port_retries=0"]
     if args.no_browser:
         command.append("--no-browser")
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        command.append("--allow-root")  # JupyterLab refuses to run as root without it
     # The token travels in the environment, not on a command line others can list.
     env = {**os.environ, "JUPYTER_TOKEN": token}
     if os.name == "posix":

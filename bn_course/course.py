@@ -178,11 +178,13 @@ def generate(course, root, assignments, *, database=False):
                               f"{_failure_summary(result)}")
 
 
-def _course_copy(course, root):
-    """Make ``root`` a course directory holding a copy of the course's nbgrader source."""
+def copy_course(course, root):
+    """Make ``root`` a course directory: a copy of the course's nbgrader source and
+    configuration, so that plain `nbgrader` commands work there too."""
     if Path(root).resolve() != course.root.resolve():
         shutil.copytree(course.solutions, Path(root) / SOURCE_DIR, dirs_exist_ok=True,
                         ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
+        shutil.copy(course.config_file, root)
 
 
 def _progress(items, desc, enabled, unit="notebook"):
@@ -197,11 +199,21 @@ def _progress(items, desc, enabled, unit="notebook"):
 # build and check
 
 def build(course, assignments=(), progress=False):
-    """Regenerate notebooks/ from solutions/ with nbgrader; returns the release notebooks."""
+    """Regenerate notebooks/ from solutions/ with nbgrader; returns the release notebooks.
+
+    First the sources and the README get this build's Colab setup cell and
+    Colab/Binder badges (bn_course/delivery.py), so that the release, plain
+    nbgrader output, carries them and solutions/ and notebooks/ always agree.
+    """
+    from bn_course import delivery
+
     selected = course.select(assignments)
-    # Steps that edit the sources before the release (the Colab setup cell, the
-    # badges) go here, so that solutions/ and notebooks/ always agree.
+    repo = delivery.repository(course.root)
+    if repo and course.assignments():
+        delivery.update_readme(course, repo, course.assignments()[0])
     for assignment in _progress(selected, "build", progress):
+        if repo:
+            delivery.update_source(course, assignment, repo)
         generate(course, course.root, [assignment])
     return [course.release_notebook(assignment) for assignment in selected]
 
@@ -229,28 +241,56 @@ def release_differences(course, assignments=()):
     """Which committed release notebooks differ from a fresh build, and how.
 
     Returns ``{assignment: [difference, ...]}``, empty when notebooks/ is in sync;
-    a release folder without a source counts as a difference too.
+    a source without this build's generated cells and a release folder without a
+    source count as differences too.
     """
+    from bn_course import delivery
+
     selected = course.select(assignments)
     stale = {}
+    repo = delivery.repository(course.root)
+    for assignment in selected:
+        if repo and delivery.update_source(course, assignment, repo, write=False):
+            stale[assignment] = [f"{SOURCE_DIR}/{assignment}'s generated Colab/Binder cells "
+                                 f"are missing or out of date"]
     with tempfile.TemporaryDirectory(prefix="bn-course-check-") as tmp:
         fresh = Course(Path(tmp))
-        _course_copy(course, tmp)
+        copy_course(course, tmp)
         generate(course, tmp, selected)
         for assignment in selected:
             committed = course.release_notebook(assignment)
             if not committed.is_file():
-                stale[assignment] = [f"{committed.relative_to(course.root)} is missing"]
+                stale.setdefault(assignment, []).append(
+                    f"{committed.relative_to(course.root)} is missing")
                 continue
             differences = notebook_differences(fresh.release_notebook(assignment), committed)
             if differences:
-                stale[assignment] = differences
+                stale.setdefault(assignment, []).extend(differences)
     if not assignments and course.notebooks.is_dir():
         for folder in sorted(course.notebooks.iterdir()):
             if folder.is_dir() and folder.name not in selected:
                 stale[folder.name] = [
                     f"{RELEASE_DIR}/{folder.name}/ has no source in {SOURCE_DIR}/: remove it"]
     return stale
+
+
+def with_solutions(release, source):
+    """A copy of nbgrader release ``release`` with the answers of its ``source`` pasted in.
+
+    Each solution cell of the release takes the source of the cell of ``source``
+    (an nbgrader source notebook, with its solutions) that has the same grade_id:
+    the notebook of a student who answered everything as the course does.
+    """
+    import copy
+
+    answers = {cell.metadata["nbgrader"]["grade_id"]: cell.source for cell in source.cells
+               if cell.metadata.get("nbgrader", {}).get("solution")}
+    solved = copy.deepcopy(release)
+    for cell in solved.cells:
+        nbgrader = cell.metadata.get("nbgrader", {})
+        if nbgrader.get("solution"):
+            cell.source = answers[nbgrader["grade_id"]]
+    return solved
 
 
 def execute_notebook(notebook, cwd=None, timeout=600, env=None):
@@ -404,7 +444,7 @@ def _grade_in(course, submissions, root, timeout, progress):
     from nbgrader.converters import Autograde
 
     assignments = sorted({s.assignment for s in gradable})
-    _course_copy(course, root)
+    copy_course(course, root)
     _copy_submissions(gradable, root / SUBMITTED_DIR)
     generate(course, root, assignments, database=True)
 

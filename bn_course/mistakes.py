@@ -375,6 +375,54 @@ CATALOGUE += [
             "You normalized with the unbiased variance.", BIASED_HINT),
 ]
 
+def _reached(accuracy, target, strictly=False):
+    accuracy = np.asarray(accuracy)
+    reached = np.flatnonzero(accuracy > target if strictly else accuracy >= target)
+    if len(reached) == 0:
+        raise ValueError("never reached")
+    return reached
+
+
+def _returns_index(steps, accuracy, target):
+    return int(_reached(accuracy, target)[0])
+
+
+def _index_times_interval(steps, accuracy, target):
+    steps = np.asarray(steps)
+    interval = steps[1] - steps[0] if len(steps) > 1 else 0
+    return int(_reached(accuracy, target)[0] * interval)
+
+
+def _strict_inequality(steps, accuracy, target):
+    return int(np.asarray(steps)[_reached(accuracy, target, strictly=True)[0]])
+
+
+def _stays_above(steps, accuracy, target):
+    """The step from which the curve never falls below the target again."""
+    below = np.flatnonzero(np.asarray(accuracy) < target)
+    first_for_good = below[-1] + 1 if len(below) else 0
+    if first_for_good == len(accuracy):
+        raise ValueError("never reached")
+    return int(np.asarray(steps)[first_for_good])
+
+
+def _none_when_never_reached(steps, accuracy, target):
+    reached = np.flatnonzero(np.asarray(accuracy) >= target)
+    return int(np.asarray(steps)[reached[0]]) if len(reached) else None
+
+
+def _sorts_in_place(values, q):
+    values.sort(axis=1)
+    return np.percentile(values, q, axis=1).T
+
+
+def _rank_from_n(values, q):
+    """A hand-made percentile: the sorted value at rank floor(q / 100 * N)."""
+    n = values.shape[1]
+    ranks = np.minimum((np.asarray(q, dtype=np.float64) / 100 * n).astype(int), n - 1)
+    return np.sort(values, axis=1)[:, ranks]
+
+
 def _groupnorm_with(layout="consecutive", over_batch=False, ddof=0):
     """groupnorm_forward with one knob per classic mistake; layout "strided" puts
     channel c in group c % G instead of c // (C / G)."""
@@ -575,6 +623,67 @@ CATALOGUE += [
     Mistake("uses-builtin-batchnorm", "BatchNorm2d", _wraps_torch_layer,
             "Your module wraps or calls PyTorch's own batch norm.",
             "Write the forward pass yourself from torch operations: that is the exercise."),
+]
+
+PERCENTILE_AXIS_HINT = ("values has shape (T, N): one row per moment of training. Take the "
+                        "percentiles of each row, over the examples: axis=1.")
+INTERPOLATION_HINT = ("np.percentile(values, q, axis=1) interpolates between the two nearest "
+                      "ranks; a sorted value at a rounded rank is only close to it.")
+
+CATALOGUE += [
+    # --- steps_to_reach ---
+    Mistake("returns-index", "steps_to_reach", _returns_index,
+            "You returned the position of the evaluation in the list, not its training step.",
+            "Return steps[t], the step at which accuracy[t] was measured."),
+    Mistake("index-times-interval", "steps_to_reach", _index_times_interval,
+            "You computed the step as position * (steps[1] - steps[0]). That is only right "
+            "when evaluations start at step 0 and are evenly spaced; a run's last evaluation "
+            "falls on its last step, wherever that is.",
+            "Read the step from the list: steps[t]."),
+    Mistake("strict-inequality", "steps_to_reach", _strict_inequality,
+            "You waited for the accuracy to exceed the target (>), so an accuracy exactly "
+            "equal to it did not count.",
+            "Reaching the target means accuracy >= target: the final accuracy of a run can "
+            "equal one of its evaluations."),
+    Mistake("stays-above", "steps_to_reach", _stays_above,
+            "You returned the step from which the accuracy stays at or above the target for "
+            "good, not the first step at which it reaches it.",
+            "Stop at the first evaluation with accuracy >= target, even if a later one dips "
+            "below it again."),
+    Mistake("no-error-when-never-reached", "steps_to_reach", _none_when_never_reached,
+            "When the accuracy never reaches the target, your function does not raise "
+            "ValueError.",
+            "After the loop, `raise ValueError(...)`: no step is the honest answer, and "
+            "returning None, -1 or the last step would pass a wrong number on."),
+    # --- percentile_trace ---
+    Mistake("axis-0-vs-1", "percentile_trace", lambda values, q: np.percentile(
+                values, q, axis=0).T,
+            "You took the percentiles of each example over time (axis=0) instead of each "
+            "moment over the examples.", PERCENTILE_AXIS_HINT),
+    Mistake("transposed-output", "percentile_trace", lambda values, q: np.percentile(
+                values, q, axis=1),
+            "Your values are right but your array has shape (len(q), T): np.percentile puts "
+            "the percentiles first.",
+            "Transpose the result (.T) to get one row per moment: shape (T, len(q))."),
+    Mistake("no-axis", "percentile_trace", lambda values, q: np.percentile(values, q),
+            "You took the percentiles of all the values at once, not of each moment.",
+            PERCENTILE_AXIS_HINT),
+    Mistake("fraction-not-percent", "percentile_trace",
+            lambda values, q: np.percentile(values, np.asarray(q) / 100, axis=1).T,
+            "You divided q by 100: np.percentile takes percentiles between 0 and 100 "
+            "(it is np.quantile that takes fractions between 0 and 1).",
+            "Pass q as given: np.percentile(values, q, axis=1)."),
+    Mistake("rank-rounded-down", "percentile_trace",
+            lambda values, q: np.percentile(values, q, axis=1, method="lower").T,
+            "You took the sorted value at the rank q / 100 * (N - 1) rounded down, without "
+            "interpolating.", INTERPOLATION_HINT),
+    Mistake("rank-from-n", "percentile_trace", _rank_from_n,
+            "You took the sorted value at the rank q / 100 * N rounded down: not the "
+            "interpolated percentile (and off by one rank at the top).", INTERPOLATION_HINT),
+    Mistake("modifies-input", "percentile_trace", _sorts_in_place,
+            "Your function sorted `values` in place (values.sort()), which scrambles the "
+            "caller's data: each column no longer belongs to one example.",
+            "np.sort(values, axis=1) returns a sorted copy; np.percentile needs no sorting."),
 ]
 
 LAYERNORM_HINT = ("LayerNorm normalizes each example on its own: statistics over every axis "

@@ -1,8 +1,9 @@
 """Small, seeded training runs on CPU for the notebooks' experiments (04, 07).
 
-Everything random comes from explicit generators: the weights from ``make_mlp(seed=...)``
-and the order of the mini-batches from ``train(seed=...)``. Two runs with the same
-arguments give identical histories, whatever the global torch seed is.
+Everything random comes from explicit generators: the weights (and the noise of
+``bn_noise``) from ``make_mlp(seed=...)`` and the order of the mini-batches from
+``train(seed=...)``. Two runs with the same arguments give identical histories, whatever
+the global torch seed is.
 
     data = load_digits()
     model = make_mlp(data.num_features, hidden=64, depth=2, num_classes=10, bn=True)
@@ -16,32 +17,81 @@ import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ACTIVATIONS", "History", "evaluate", "make_mlp", "train"]
+__all__ = ["ACTIVATIONS", "History", "RandomShift", "activation_inputs", "evaluate", "make_mlp",
+           "train"]
 
 ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid}
 
 
+class RandomShift(nn.Module):
+    """Moves and stretches each unit's distribution by a random amount, redrawn at every
+    training step: ``x * scale + shift`` with, per unit, ``shift`` uniform in
+    ``[-strength, strength]`` and ``log(scale)`` uniform in ``[-log(1 + strength),
+    log(1 + strength)]``. Every example of a batch gets the same ``scale`` and ``shift``,
+    so the layer above sees its input distribution jump from step to step: internal
+    covariate shift made on purpose, in the spirit of Santurkar et al. (2018).
+
+    Eval mode leaves the input unchanged. ``apply_last_draw(x)`` applies the draw of the
+    latest training step without drawing again (to look at what training saw).
+    """
+
+    def __init__(self, num_features, strength, seed=0):
+        super().__init__()
+        self.strength = strength
+        self.generator = torch.Generator().manual_seed(seed)
+        self.scale = torch.ones(num_features)
+        self.shift = torch.zeros(num_features)
+
+    def forward(self, x):
+        if not self.training:
+            return x
+        self._draw()
+        return self.apply_last_draw(x)
+
+    def apply_last_draw(self, x):
+        return x * self.scale + self.shift
+
+    def _draw(self):
+        def uniform(half_width):  # uniform in [-half_width, half_width], one per unit
+            return (2 * torch.rand(len(self.scale), generator=self.generator) - 1) * half_width
+
+        self.shift = uniform(self.strength)
+        self.scale = torch.exp(uniform(math.log1p(self.strength)))
+
+    def extra_repr(self):
+        return f"{len(self.scale)}, strength={self.strength}"
+
+
 def make_mlp(in_features, hidden, depth, num_classes, bn, activation="relu", init_scale=1.0,
-             seed=0):
-    """``depth`` blocks of Linear -> [BatchNorm1d] -> activation, then a Linear to the logits.
+             seed=0, bn_noise=0.0):
+    """``depth`` blocks of Linear -> [BatchNorm1d [-> RandomShift]] -> activation, then a
+    Linear to the logits.
 
     Weights are Gaussian with standard deviation ``init_scale / sqrt(fan_in)`` (1.0 keeps the
     variance of the signal through a linear layer); biases start at 0. The weights depend only
     on ``seed`` and the shapes, so the models with and without BN start from the same weights.
+    ``bn_noise > 0`` (with ``bn=True``) puts a ``RandomShift`` of that strength after every BN.
     """
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+    if bn_noise and not bn:
+        raise ValueError("bn_noise shifts the output of BatchNorm: it needs bn=True")
     layers, width = [], in_features
-    for _ in range(depth):
+    for block in range(depth):
         # BN subtracts the batch mean, which cancels any constant a bias adds, and its beta
         # shifts the output instead: a bias before BN would be a parameter that learns nothing.
         layers.append(nn.Linear(width, hidden, bias=not bn))
         if bn:
             layers.append(nn.BatchNorm1d(hidden))
+        if bn_noise:
+            # Its own stream per layer, so the weights are those of the model without noise.
+            noise_seed = int(np.random.SeedSequence([seed, block]).generate_state(1)[0])
+            layers.append(RandomShift(hidden, bn_noise, seed=noise_seed))
         layers.append(ACTIVATIONS[activation]())
         width = hidden
     layers.append(nn.Linear(width, num_classes))
@@ -67,6 +117,10 @@ class History:
     ``step``/``loss``: the mini-batch loss of every step (1, 2, ..., steps), before its update.
     ``eval_step``/``train_accuracy``/``test_accuracy``: eval-mode accuracies at step 0 (the
     untrained model), every ``eval_every`` steps, and after the last step.
+    ``preactivations`` (only with ``train(record_preactivations=True)``): at each eval step,
+    an array (hidden layers, test examples, units) of what every activation function
+    receives, from ``activation_inputs``. Arrays are not part of ``==``: compare them with
+    ``np.array_equal``.
     """
 
     step: list = field(default_factory=list)
@@ -74,46 +128,58 @@ class History:
     eval_step: list = field(default_factory=list)
     train_accuracy: list = field(default_factory=list)
     test_accuracy: list = field(default_factory=list)
+    preactivations: list = field(default_factory=list, compare=False, repr=False)
 
     @property
     def diverged(self):
         """True when some loss was NaN or infinite (a learning rate too high for the model)."""
         return not all(math.isfinite(loss) for loss in self.loss)
 
+    def unit_inputs(self, layer=-1, unit=0):
+        """(eval steps, test examples): the input of one unit's activation function over
+        training. Needs ``train(record_preactivations=True)``."""
+        if not self.preactivations:
+            raise ValueError("nothing recorded: train with record_preactivations=True")
+        return np.stack([values[layer][:, unit] for values in self.preactivations])
 
-def train(model, data, steps, lr, batch_size=64, seed=0, eval_every=50, progress=True):
+
+def train(model, data, steps, lr, batch_size=64, seed=0, eval_every=50, progress=True,
+          record_preactivations=False):
     """Plain SGD on the cross-entropy of ``data`` (a ``bn_course.data.Digits``).
 
     Each epoch is a fresh shuffle of the training set cut into full batches of
     ``batch_size`` (the remainder is dropped, so BN never sees a batch of one). The model is
     trained in place and left in train mode; returns a ``History``. ``progress`` shows a tqdm
     bar, which appears only once a run has taken more than a second.
+    ``record_preactivations`` also records, at each eval step, the inputs of every
+    activation function on the test split (see ``History.preactivations``).
     """
     x_train, y_train = data.to_torch("train")
     x_test, y_test = data.to_torch("test")
     if not 2 <= batch_size <= len(x_train):
         raise ValueError(f"batch_size must be between 2 and {len(x_train)}, got {batch_size}")
     batches = _shuffled_batches(len(x_train), batch_size, torch.Generator().manual_seed(seed))
+    parameters = [p for p in model.parameters() if p.requires_grad]  # frozen ones stay put
     history = History()
 
-    def record_accuracy(step):
+    def record(step):
         history.eval_step.append(step)
         history.train_accuracy.append(evaluate(model, x_train, y_train))
         history.test_accuracy.append(evaluate(model, x_test, y_test))
+        if record_preactivations:
+            history.preactivations.append(np.stack(activation_inputs(model, x_test)))
 
     with _one_thread():
-        record_accuracy(0)
+        record(0)
         model.train()
         for step in _progress_bar(range(1, steps + 1), progress):
             index = next(batches)
             loss = F.cross_entropy(model(x_train[index]), y_train[index])
-            model.zero_grad()
-            loss.backward()
-            _sgd_step(model, lr)
+            _sgd_step(parameters, loss, lr)
             history.step.append(step)
             history.loss.append(loss.item())
             if step % eval_every == 0 or step == steps:
-                record_accuracy(step)
+                record(step)
     return history
 
 
@@ -132,13 +198,16 @@ def _one_thread():
         torch.set_num_threads(threads)
 
 
-def _sgd_step(model, lr):
+def _sgd_step(parameters, loss, lr):
     # torch.optim.SGD(lr=lr).step() does the same, but importing torch.optim loads
-    # torch._dynamo: 1-2 s of every notebook that trains, for three lines.
+    # torch._dynamo: 1-2 s of every notebook that trains, for three lines. Asking autograd
+    # for the gradients of a fixed list of parameters also skips zero_grad() and the walk
+    # through the modules that model.parameters() makes at every step.
+    gradients = torch.autograd.grad(loss, parameters, allow_unused=True)
     with torch.no_grad():
-        for parameter in model.parameters():
-            if parameter.grad is not None:  # None: frozen, or not used by the loss
-                parameter -= lr * parameter.grad
+        for parameter, gradient in zip(parameters, gradients):
+            if gradient is not None:  # None: not used by the loss
+                parameter -= lr * gradient
 
 
 def _shuffled_batches(n, batch_size, generator):
@@ -156,6 +225,32 @@ def _progress_bar(iterable, enabled):
     # test cell that writes to stderr no points (it sets NBGRADER_EXECUTION while grading).
     enabled = enabled and "NBGRADER_EXECUTION" not in os.environ
     return tqdm(iterable, desc="training", disable=not enabled, delay=1.0)
+
+
+def activation_inputs(model, x):
+    """What each activation function of ``model`` (a ``make_mlp`` network) receives for
+    the examples ``x``, as training computes it: one float32 array (N, units) per hidden
+    layer.
+
+    Training mode is what the paper's Figure 1 shows: BN normalizes with the statistics of
+    the batch it is given, here ``x`` itself, and a ``RandomShift`` applies its latest draw.
+    Nothing in the model changes (BN's running statistics included), so recording during
+    training leaves the training run exactly as it would have been.
+    """
+    inputs = []
+    x = torch.as_tensor(x)
+    with torch.no_grad(), _one_thread():
+        for layer in model:
+            if isinstance(layer, nn.BatchNorm1d):
+                x = F.batch_norm(x, None, None, layer.weight, layer.bias, training=True,
+                                 eps=layer.eps)
+            elif isinstance(layer, RandomShift):
+                x = layer.apply_last_draw(x)
+            else:
+                if isinstance(layer, tuple(ACTIVATIONS.values())):
+                    inputs.append(x.numpy().copy())
+                x = layer(x)
+    return inputs
 
 
 def evaluate(model, x, y, batch_size=None, train_mode=False):

@@ -460,6 +460,38 @@ class ModuleWithVarMean(ModuleFromScratch):
                              self.weight.view(1, -1, 1, 1))
 
 
+@correct("steps_to_reach")
+def steps_in_a_loop(steps, accuracy, target):
+    for step, value in zip(steps, accuracy):
+        if value >= target:
+            return step
+    raise ValueError(f"never reaches {target}")
+
+
+@correct("steps_to_reach")
+def steps_with_argmax(steps, accuracy, target):
+    reached = np.asarray(accuracy) >= target
+    if not reached.any():
+        raise ValueError("the target is never reached")
+    return int(np.asarray(steps)[np.argmax(reached)])
+
+
+@correct("percentile_trace")
+def percentiles_row_by_row(values, q):
+    return np.array([np.percentile(row, q) for row in values])
+
+
+@correct("percentile_trace")
+def percentiles_by_interpolation(values, q):
+    ordered = np.sort(values, axis=1)
+    n = values.shape[1]
+    positions = np.asarray(q, dtype=np.float64) / 100 * (n - 1)
+    low = np.floor(positions).astype(int)
+    high = np.minimum(low + 1, n - 1)
+    weight = positions - low
+    return ordered[:, low] * (1 - weight) + ordered[:, high] * weight
+
+
 @correct("ghost_batchnorm_forward")
 def ghost_in_a_loop(x, gamma, beta, virtual_batch_size, eps=1e-5):
     slices = []
@@ -574,8 +606,9 @@ def test_hidden_non_contiguous_cases_hand_over_non_contiguous_arrays():
 
 # --- what a failing candidate is told ----------------------------------------
 
-# Exercises whose answers are NumPy arrays (not a torch module, not a diagnosis string).
-NUMPY_EXERCISES = [name for name in EXERCISES if name not in ("BatchNorm2d", "diagnose_bn_bug")]
+# Exercises whose answers are NumPy arrays (not a torch module, a diagnosis string or a step).
+NUMPY_EXERCISES = [name for name in EXERCISES
+                   if name not in ("BatchNorm2d", "diagnose_bn_bug", "steps_to_reach")]
 
 
 @pytest.mark.parametrize("answer", [None, 3, ["no-bug"], "not a bug we know", np.zeros(2)])

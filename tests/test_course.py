@@ -368,3 +368,102 @@ def test_find_submissions_explains_bad_input(tmp_path):
         course.find_submissions(tmp_path / "missing")
     with pytest.raises(course.CourseError, match="submitted/<student>/<assignment>"):
         course.find_submissions(tmp_path)
+
+
+# ---------------------------------------------------------------------------
+# grade: the real course, end to end (notebooks 01 and 04)
+
+REAL = ["01_batch_statistics", "04_train_vs_eval"]
+BIASED_VAR_MISTAKE = "def batch_var(x):\n    return x.var(axis=0, ddof=1)"
+
+
+def _points(release, exercise=None):
+    """Points of the release's test cells (of one exercise, or all of them)."""
+    prefix = f"test_{exercise}_" if exercise else "test_"
+    return sum(cell.metadata["nbgrader"].get("points", 0) for cell in release.cells
+               if cell.metadata.get("nbgrader", {}).get("grade_id", "").startswith(prefix))
+
+
+def _edit(notebook, grade_id, source):
+    cells_by_id(notebook)[grade_id].source = source
+    return notebook
+
+
+def _real_submissions(releases, solved):
+    """{student: {assignment: notebook}}: four students of notebooks 01 and 04."""
+    rogue_01 = _edit(copy.deepcopy(solved["01_batch_statistics"]), "batch_var",
+                     "def batch_var(x):\n    return x[0] * 0")
+    for grade_id in cells_by_id(rogue_01):  # tries to switch off batch_var's (hidden) tests
+        if grade_id.startswith("test_batch_var_"):
+            _edit(rogue_01, grade_id, "pass")
+    return {
+        # Graded first: an endless loop and edited tests must not harm the others.
+        "a_rogue": {"01_batch_statistics": rogue_01,
+                    "04_train_vs_eval": _edit(copy.deepcopy(solved["04_train_vs_eval"]),
+                                              "keras_to_torch_momentum", "while True:\n    pass")},
+        "blank": releases,
+        "mistake": {"01_batch_statistics": _edit(copy.deepcopy(solved["01_batch_statistics"]),
+                                                 "batch_var", BIASED_VAR_MISTAKE),
+                    "04_train_vs_eval": solved["04_train_vs_eval"]},
+        "solved": solved,
+    }
+
+
+@pytest.fixture(scope="module")
+def real_graded(tmp_path_factory):
+    """Grade the four students once, keeping the course directory for feedback."""
+    real = course.find_course()
+    root = tmp_path_factory.mktemp("real_release")
+    course.copy_course(real, root)
+    course.generate(real, root, REAL)
+    releases = {a: nbformat.read(str(course.Course(root).release_notebook(a)), as_version=4)
+                for a in REAL}
+    solved = {a: course.with_solutions(releases[a], nbformat.read(
+        str(real.source_notebook(a)), as_version=4)) for a in REAL}
+    submitted = tmp_path_factory.mktemp("real_submissions") / course.SUBMITTED_DIR
+    for student, notebooks in _real_submissions(releases, solved).items():
+        for assignment, notebook in notebooks.items():
+            (submitted / student / assignment).mkdir(parents=True)
+            nbformat.write(notebook, str(submitted / student / assignment / f"{assignment}.ipynb"))
+    course_dir = tmp_path_factory.mktemp("real_grading")
+    grades, _ = course.grade(real, submitted, course_dir=course_dir, timeout=10)
+    scores = {(g.student, g.assignment): g.score for g in grades}
+    return scores, releases, course_dir
+
+
+@pytest.mark.slow
+def test_real_course_scores(real_graded):
+    scores, releases, _ = real_graded
+    full = {a: _points(releases[a]) for a in REAL}
+    batch_mean = _points(releases["01_batch_statistics"], "batch_mean")
+    keras = _points(releases["04_train_vs_eval"], "keras_to_torch_momentum")
+    assert 0 < batch_mean < full["01_batch_statistics"] and 0 < keras
+    assert scores == {
+        ("solved", "01_batch_statistics"): full["01_batch_statistics"],
+        ("solved", "04_train_vs_eval"): full["04_train_vs_eval"],
+        ("blank", "01_batch_statistics"): 0,
+        ("blank", "04_train_vs_eval"): 0,
+        ("mistake", "01_batch_statistics"): batch_mean,
+        ("mistake", "04_train_vs_eval"): full["04_train_vs_eval"],
+        ("a_rogue", "01_batch_statistics"): batch_mean,
+        ("a_rogue", "04_train_vs_eval"): full["04_train_vs_eval"] - keras,
+    }
+
+
+@pytest.mark.slow
+def test_real_course_feedback_names_the_mistake(real_graded):
+    """`nbgrader generate_feedback`, run as the instructor guide says, in the kept course dir."""
+    import html
+
+    from bn_course.mistakes import mistake_named
+
+    course_dir = real_graded[2]
+    env = {**os.environ, "PATH": os.pathsep.join([os.path.dirname(sys.executable),
+                                                  os.environ["PATH"]])}
+    subprocess.run([sys.executable, "-m", "nbgrader", "generate_feedback",
+                    "01_batch_statistics", "--student", "mistake"],
+                   cwd=course_dir, env=env, check=True, capture_output=True)
+    feedback = course_dir / "feedback" / "mistake" / "01_batch_statistics"
+    page = html.unescape((feedback / "01_batch_statistics.html").read_text())
+    mistake = mistake_named("batch_var", "unbiased-variance")
+    assert mistake.diagnosis in page and mistake.hint in page

@@ -1,22 +1,8 @@
-import matplotlib
-
-matplotlib.use("Agg")
-
 import numpy as np
 import pytest
 
 from bn_course.demos import backward as demo
 from bn_course.reference.numpy import batchnorm_backward, batchnorm_forward
-
-
-@pytest.fixture
-def not_grading(monkeypatch):
-    monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)
-
-
-@pytest.fixture
-def grading(monkeypatch):
-    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
 
 
 def without_variance_path(dout, x, gamma, eps=1e-5):

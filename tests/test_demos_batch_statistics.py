@@ -1,19 +1,10 @@
 import re
 
-import matplotlib
-
-matplotlib.use("Agg")
-
 import numpy as np
 import pytest
 
 from bn_course.demos import batch_statistics as demo
 from bn_course.reference.numpy import batch_mean, batch_var
-
-
-@pytest.fixture
-def not_grading(monkeypatch):
-    monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)
 
 
 def test_training_moves_the_hidden_layer_and_lowers_the_loss():

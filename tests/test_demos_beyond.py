@@ -1,30 +1,17 @@
 import matplotlib
+import numpy as np
+import pytest
+import torch
+from torch import nn
 
-matplotlib.use("Agg")
-
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from bn_course.checks import relative_error  # noqa: E402
-from bn_course.demos import beyond as demo  # noqa: E402
-from bn_course.reference.numpy import (  # noqa: E402
+from bn_course.checks import relative_error
+from bn_course.demos import beyond as demo
+from bn_course.reference.numpy import (
     fold_batchnorm,
     groupnorm_forward,
     layernorm_forward,
 )
-from bn_course.timing import Timings  # noqa: E402
-
-
-@pytest.fixture
-def not_grading(monkeypatch):
-    monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)
-
-
-@pytest.fixture
-def grading(monkeypatch):
-    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
+from bn_course.timing import Timings
 
 
 # The answers to notebook 08's new exercises, as a student writes them (the course's own

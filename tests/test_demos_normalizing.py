@@ -1,17 +1,8 @@
-import matplotlib
-
-matplotlib.use("Agg")
-
 import numpy as np
 import pytest
 
 from bn_course.demos import normalizing as demo
 from bn_course.reference.numpy import normalize
-
-
-@pytest.fixture
-def not_grading(monkeypatch):
-    monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)
 
 
 def test_eps_keeps_float32_rounding_error_from_becoming_signal():

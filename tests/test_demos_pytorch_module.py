@@ -1,7 +1,4 @@
 import matplotlib
-
-matplotlib.use("Agg")
-
 import numpy as np
 import pytest
 import torch
@@ -10,16 +7,6 @@ from torch import nn
 from bn_course.demos import pytorch_module as demo
 from bn_course.mistakes import mistakes_for
 from bn_course.reference.torch import BatchNorm2d
-
-
-@pytest.fixture
-def not_grading(monkeypatch):
-    monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)
-
-
-@pytest.fixture
-def grading(monkeypatch):
-    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
 
 
 @pytest.mark.parametrize("cuda, mps, expected", [(True, True, "cuda"), (False, True, "mps"),

@@ -1,23 +1,9 @@
-import matplotlib
+import numpy as np
+import pytest
 
-matplotlib.use("Agg")
-
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-from bn_course.data import drifting_stream  # noqa: E402
-from bn_course.demos import train_vs_eval as demo  # noqa: E402
-from bn_course.reference.numpy import BatchNorm1d, update_running_stats  # noqa: E402
-
-
-@pytest.fixture
-def not_grading(monkeypatch):
-    monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)
-
-
-@pytest.fixture
-def grading(monkeypatch):
-    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
+from bn_course.data import drifting_stream
+from bn_course.demos import train_vs_eval as demo
+from bn_course.reference.numpy import BatchNorm1d, update_running_stats
 
 
 def test_ema_weights_plus_the_start_value_sum_to_one():

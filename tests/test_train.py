@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from bn_course.data import load_digits
-from bn_course.train import _progress_bar, evaluate, make_mlp, train
+from bn_course.train import RandomShift, _progress_bar, activation_inputs, evaluate, make_mlp, train
 
 # Settings measured on the digits (3 splits x 5 seeds): the BN model reaches 0.96-0.98 test
 # accuracy after 200 steps, and 0.44-0.52 when evaluated in train mode on batches of 2.
@@ -86,6 +86,15 @@ def test_training_is_deterministic(digits):
     assert first == second
     assert all(torch.equal(state[name], state_again[name]) for name in state)
     assert first.loss != other.loss
+
+
+def test_training_leaves_frozen_parameters_alone(digits):
+    model = digits_mlp(bn=True)
+    model[0].weight.requires_grad_(False)
+    frozen, trained = model[0].weight.clone(), model[3].weight.clone()
+    train(model, digits, steps=5, lr=LR, progress=False)
+    assert torch.equal(model[0].weight, frozen)
+    assert not torch.equal(model[3].weight, trained)
 
 
 def test_history_records_every_step_and_the_eval_points(trained_bn):
@@ -191,3 +200,124 @@ def test_no_progress_bar_while_nbgrader_grades(monkeypatch):
     monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
     with _progress_bar(range(3), enabled=True) as bar:
         assert bar.disable
+
+
+# --- random shifts after BN (Santurkar et al.'s "noisy BN") ---
+
+def test_make_mlp_bn_noise_puts_a_random_shift_after_every_bn():
+    noisy = digits_mlp(bn=True, activation="sigmoid", bn_noise=0.5)
+    kinds = [type(layer) for layer in noisy]
+    assert kinds == [nn.Linear, nn.BatchNorm1d, RandomShift, nn.Sigmoid] * 2 + [nn.Linear]
+    assert all(layer.strength == 0.5 for layer in noisy if isinstance(layer, RandomShift))
+    plain = digits_mlp(bn=True, activation="sigmoid")
+    for a, b in zip(linear_weights(noisy), linear_weights(plain)):
+        assert torch.equal(a, b)  # the noise does not change the initial weights
+
+
+def test_make_mlp_refuses_bn_noise_without_bn():
+    with pytest.raises(ValueError, match="bn_noise shifts the output of BatchNorm"):
+        digits_mlp(bn=False, bn_noise=1.0)
+
+
+def test_random_shift_moves_every_unit_by_a_fresh_draw_at_each_training_step():
+    strength = 1.0
+    layer = RandomShift(5, strength, seed=3)
+    x = torch.randn(8, 5, generator=torch.Generator().manual_seed(0))
+    first, second = layer(x), layer(x)
+    assert not torch.allclose(first, second)
+    # One scale and one shift per unit, shared by every example of the batch.
+    scale = (second[0] - second[1]) / (x[0] - x[1])
+    shift = second[0] - scale * x[0]
+    torch.testing.assert_close(second, x * scale + shift)
+    assert torch.all(shift.abs() <= strength)
+    assert torch.all((scale >= 1 / (1 + strength) - 1e-6) & (scale <= 1 + strength + 1e-6))
+    torch.testing.assert_close(layer.apply_last_draw(x), second)  # no new draw
+
+
+def test_random_shift_leaves_eval_mode_alone_and_is_seeded():
+    x = torch.randn(4, 3)
+    layer = RandomShift(3, 2.0, seed=1).eval()
+    assert torch.equal(layer(x), x)
+    assert torch.equal(RandomShift(3, 2.0, seed=1)(x), RandomShift(3, 2.0, seed=1)(x))
+    assert not torch.equal(RandomShift(3, 2.0, seed=1)(x), RandomShift(3, 2.0, seed=2)(x))
+
+
+def test_training_with_random_shifts_is_deterministic(digits):
+    def run():
+        model = digits_mlp(bn=True, activation="sigmoid", bn_noise=1.0, seed=2)
+        return train(model, digits, steps=40, lr=LR, eval_every=20, progress=False)
+
+    assert run() == run()
+
+
+# --- what the activation functions receive ---
+
+def test_activation_inputs_are_what_training_feeds_each_activation(digits):
+    model = digits_mlp(bn=True, activation="sigmoid", bn_noise=0.5)
+    train(model, digits, steps=20, lr=LR, progress=False)
+    x, _ = digits.to_torch("test")
+    state = {name: value.clone() for name, value in model.state_dict().items()}
+
+    seen = []
+    hooks = [layer.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0]))
+             for layer in model if isinstance(layer, nn.Sigmoid)]
+    replay = [layer for layer in model if isinstance(layer, RandomShift)]
+    with torch.no_grad():
+        h = x
+        for layer in model:  # training mode by hand: batch statistics, the last draw
+            if isinstance(layer, RandomShift):
+                h = layer.apply_last_draw(h)
+            elif isinstance(layer, nn.BatchNorm1d):
+                h = (h - h.mean(0)) / torch.sqrt(h.var(0, unbiased=False) + layer.eps)
+                h = h * layer.weight + layer.bias
+            else:
+                h = layer(h)
+    for hook in hooks:
+        hook.remove()
+
+    recorded = activation_inputs(model, x)
+    assert len(recorded) == 2 and len(replay) == 2
+    for mine, expected in zip(recorded, seen):
+        assert mine.dtype == np.float32 and mine.shape == (len(x), 64)
+        np.testing.assert_allclose(mine, expected.numpy(), rtol=1e-4, atol=1e-5)
+    after = model.state_dict()  # running statistics included
+    assert all(torch.equal(state[name], after[name]) for name in state)
+
+
+def test_recording_preactivations_leaves_training_unchanged(digits):
+    def run(record):
+        model = digits_mlp(bn=True, activation="sigmoid", seed=1)
+        history = train(model, digits, steps=30, lr=LR, eval_every=10, progress=False,
+                        record_preactivations=record)
+        return history, model.state_dict()
+
+    (plain, state), (recorded, recorded_state) = run(False), run(True)
+    assert plain == recorded  # == leaves the recorded arrays out
+    assert all(torch.equal(state[name], recorded_state[name]) for name in state)
+    assert plain.preactivations == []
+    again, _ = run(True)
+    assert all(np.array_equal(a, b)
+               for a, b in zip(recorded.preactivations, again.preactivations))
+
+
+def test_recorded_preactivations_have_one_array_per_evaluation(digits):
+    model = make_mlp(64, hidden=7, depth=3, num_classes=10, bn=False, activation="sigmoid")
+    history = train(model, digits, steps=25, lr=LR, eval_every=10, progress=False,
+                    record_preactivations=True)
+    assert len(history.preactivations) == len(history.eval_step) == 4
+    assert all(values.shape == (3, len(digits.y_test), 7)
+               for values in history.preactivations)
+    trace = history.unit_inputs(layer=-1, unit=6)
+    assert trace.shape == (4, len(digits.y_test))
+    np.testing.assert_array_equal(trace[2], history.preactivations[2][2][:, 6])
+    # Without BN the input of the first sigmoid is just the first linear layer's output.
+    x, _ = digits.to_torch("test")
+    with torch.no_grad():
+        np.testing.assert_allclose(history.unit_inputs(layer=0, unit=0)[-1],
+                                   model[0](x)[:, 0].numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_unit_inputs_needs_a_recording(trained_bn):
+    _, history = trained_bn
+    with pytest.raises(ValueError, match="record_preactivations=True"):
+        history.unit_inputs()

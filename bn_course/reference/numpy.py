@@ -32,6 +32,8 @@ __all__ = [
     "fold_batchnorm",
     "ghost_batchnorm_forward",
     "recompute_running_stats",
+    "steps_to_reach",
+    "percentile_trace",
 ]
 
 
@@ -361,3 +363,25 @@ def recompute_running_stats(batches):
     if not means:
         raise ValueError("need at least one batch to average")
     return np.mean(means, axis=0), np.mean(variances, axis=0)
+
+
+# --- 07: reading training histories ---
+
+def steps_to_reach(steps, accuracy, target):
+    """The first evaluation step at which a learning curve reaches ``target``.
+
+    steps: (T,) increasing ints; accuracy: (T,), accuracy[t] measured at steps[t].
+    Returns the first steps[t] with accuracy[t] >= target, as an int; raises ValueError
+    when no accuracy reaches the target.
+    """
+    reached = np.flatnonzero(np.asarray(accuracy) >= target)
+    if len(reached) == 0:
+        raise ValueError(f"the accuracy never reaches the target {target}")
+    return int(np.asarray(steps)[reached[0]])
+
+
+def percentile_trace(values, q):
+    """values: (T, N), one unit's values for N examples at T moments; q: k percentiles in
+    [0, 100]. Returns (T, k): the percentiles of each row, interpolated linearly between
+    the two nearest ranks (np.percentile's default)."""
+    return np.percentile(values, q, axis=1).T
