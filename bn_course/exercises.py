@@ -806,13 +806,9 @@ def _module_case(description, batches, douts, weight, bias, loaded_state, kwargs
     Runs on CUDA when there is one."""
 
     def play(cls):
-        import torch
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # these tensors are tiny: threads only cost time
-        try:
+        from bn_course.train import one_thread  # these tensors are tiny: threads only cost time
+        with one_thread():
             return play_on_one_thread(cls)
-        finally:
-            torch.set_num_threads(threads)
 
     def play_on_one_thread(cls):
         import torch

@@ -169,7 +169,7 @@ def train(model, data, steps, lr, batch_size=64, seed=0, eval_every=50, progress
         if record_preactivations:
             history.preactivations.append(np.stack(activation_inputs(model, x_test)))
 
-    with _one_thread():
+    with one_thread():
         record(0)
         model.train()
         for step in _progress_bar(range(1, steps + 1), progress):
@@ -184,7 +184,7 @@ def train(model, data, steps, lr, batch_size=64, seed=0, eval_every=50, progress
 
 
 @contextmanager
-def _one_thread():
+def one_thread():
     """Run torch on one CPU thread, then restore the setting.
 
     These layers are too small to gain from threads, and on a busy 2-core machine torch's
@@ -239,7 +239,7 @@ def activation_inputs(model, x):
     """
     inputs = []
     x = torch.as_tensor(x)
-    with torch.no_grad(), _one_thread():
+    with torch.no_grad(), one_thread():
         for layer in model:
             if isinstance(layer, nn.BatchNorm1d):
                 x = F.batch_norm(x, None, None, layer.weight, layer.bias, training=True,
@@ -281,7 +281,7 @@ def evaluate(model, x, y, batch_size=None, train_mode=False):
 
 def _accuracy(model, x, y, batch_size):
     correct = 0
-    with torch.no_grad(), _one_thread():
+    with torch.no_grad(), one_thread():
         for batch in _batch_slices(len(x), batch_size):
             correct += (model(x[batch]).argmax(dim=1) == y[batch]).sum().item()
     return correct / len(x)

@@ -232,7 +232,7 @@ def timing_table(backward, backward_compact, shape=(256, 256), repeats=5, seed=0
 
     from bn_course.reference import torch as from_scratch
     from bn_course.timing import compare
-    from bn_course.train import _one_thread as one_torch_thread
+    from bn_course.train import one_thread
 
     rng = np.random.default_rng(seed)
     x, dout = rng.standard_normal(shape), rng.standard_normal(shape)
@@ -248,7 +248,7 @@ def timing_table(backward, backward_compact, shape=(256, 256), repeats=5, seed=0
             torch.autograd.grad(out, (x_t, gamma_t, beta_t), dout_t)
         return run
 
-    with one_torch_thread():
+    with one_thread():
         return compare({
             "NumPy, step by step (yours)": lambda: backward(dout, x, gamma),
             "NumPy, compact (yours)": lambda: backward_compact(dout, x, gamma),

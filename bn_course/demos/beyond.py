@@ -150,14 +150,14 @@ def fold_speedup(fold_batchnorm, channels=32, depth=4, batch_size=16, size=16, r
     import torch
 
     from bn_course.timing import Timings, compare
-    from bn_course.train import _one_thread
+    from bn_course.train import one_thread
 
     model = conv_bn_net(channels, depth)
     folded = folded_net(model, fold_batchnorm)
     x = torch.randn(batch_size, channels, size, size, generator=torch.Generator().manual_seed(0))
     networks = {f"{depth} x (conv -> BN -> ReLU)": lambda: model(x),
                 f"{depth} x (folded conv -> ReLU)": lambda: folded(x)}
-    with torch.no_grad(), _one_thread():
+    with torch.no_grad(), one_thread():
         rounds = [dict(compare(networks, repeats=3).rows) for _ in range(rounds)]
     return Timings([(name, statistics.median(times[name] for times in rounds))
                     for name in networks])
@@ -365,14 +365,14 @@ def recompute_with(recompute_running_stats, model, x, batch_size=64):
     train mode (batches of ``batch_size``): the inputs that training itself would give them."""
     import torch
 
-    from bn_course.train import _one_thread
+    from bn_course.train import one_thread
 
     model = copy.deepcopy(model).train()
     inputs = {bn: [] for bn in _batchnorms(model)}
     hooks = [bn.register_forward_hook(
         lambda layer, args, output: inputs[layer].append(args[0].double().numpy().copy()))
         for bn in inputs]
-    with torch.no_grad(), _one_thread():
+    with torch.no_grad(), one_thread():
         for batch in torch.split(x, batch_size):
             model(batch)
     for hook in hooks:
@@ -390,13 +390,13 @@ def recompute_with_torch(model, x, batch_size=64):
     average), one pass in train mode. torch.optim.swa_utils.update_bn does this too."""
     import torch
 
-    from bn_course.train import _one_thread
+    from bn_course.train import one_thread
 
     model = copy.deepcopy(model).train()
     for bn in _batchnorms(model):
         bn.reset_running_stats()
         bn.momentum = None
-    with torch.no_grad(), _one_thread():
+    with torch.no_grad(), one_thread():
         for batch in torch.split(x, batch_size):
             model(batch)
     return model.eval()
@@ -619,13 +619,13 @@ def _bn_input_statistics(model, x):
     the input's variance to the running variance."""
     import torch
 
-    from bn_course.train import _one_thread
+    from bn_course.train import one_thread
 
     model = copy.deepcopy(model).eval()
     inputs = []
     hooks = [bn.register_forward_hook(lambda layer, args, output: inputs.append(args[0]))
              for bn in _batchnorms(model)]
-    with torch.no_grad(), _one_thread():
+    with torch.no_grad(), one_thread():
         model(x)
     for hook in hooks:
         hook.remove()

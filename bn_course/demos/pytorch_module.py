@@ -257,9 +257,9 @@ def variance_shift_experiment(dropout=0.5, steps=60,
     and in eval mode (Li et al., 2019)."""
     # One torch thread, as bn_course.train uses: for tensors this small a second thread
     # costs more than it saves, many times more on a busy machine.
-    from bn_course.train import _one_thread as one_torch_thread
+    from bn_course.train import one_thread
 
-    with one_torch_thread():
+    with one_thread():
         return _measure_variance_shift(dropout, steps, probes, seed)
 
 

@@ -3,7 +3,6 @@
 torch is imported only by the functions that train or compare with it.
 """
 
-import contextlib
 from dataclasses import dataclass
 
 import ipywidgets as widgets
@@ -97,21 +96,6 @@ def _wiggle(step, values):
 
 # --- torch, on one thread -----------------------------------------------------
 
-@contextlib.contextmanager
-def _one_torch_thread():
-    """Run torch on one thread: for arrays this small, handing work to a second thread
-    costs more than it saves (a hundred times more on a busy 2-core machine).
-    ``bn_course.train`` does the same around its own training and evaluation."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 # --- the student's class next to torch.nn.BatchNorm1d --------------------------
 
 def compare_with_torch(BatchNorm1d, num_features=4, batch_size=8, momentum=0.2, seed=0):
@@ -122,6 +106,8 @@ def compare_with_torch(BatchNorm1d, num_features=4, batch_size=8, momentum=0.2, 
     if grading():
         return
     import torch
+
+    from bn_course.train import one_thread
 
     rng = np.random.default_rng(seed)
     mine = BatchNorm1d(num_features, momentum=momentum)
@@ -137,7 +123,7 @@ def compare_with_torch(BatchNorm1d, num_features=4, batch_size=8, momentum=0.2, 
         x = rng.normal(3.0, 2.0, size=(batch_size, num_features))
         mine.train() if mode == "train" else mine.eval()
         theirs.train(mode == "train")
-        with torch.no_grad(), _one_torch_thread():
+        with torch.no_grad(), one_thread():
             expected = theirs(torch.from_numpy(x)).numpy()
         differences = [_max_difference(mine(x), expected),
                        _max_difference(mine.running_mean, theirs.running_mean.numpy()),
