@@ -1,8 +1,9 @@
 """Offline data for the notebooks: scikit-learn's bundled 8x8 digits and generated batches.
 
 Nothing here downloads: the digits ship inside scikit-learn, the rest comes from a seeded
-``np.random.default_rng``. scikit-learn and torch are imported inside the functions that
-need them, so ``import bn_course.data`` costs only NumPy (notebooks 01-03 use no torch).
+``np.random.default_rng``. The digits are read from scikit-learn's data file without
+importing scikit-learn, and torch is imported only by ``Digits.to_torch``, so this module
+costs only NumPy (notebooks 01-03 use no torch).
 
 * ``load_digits()``: a stratified, standardized train/test split of the 1,797 digits.
 * ``gaussian_population()`` / ``Population.sample()``: a population whose per-feature mean
@@ -12,7 +13,9 @@ need them, so ``import bn_course.data`` costs only NumPy (notebooks 01-03 use no
 * ``drifting_stream()``: batches whose mean moves a fixed step per batch (notebook 04).
 """
 
+import importlib.util
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -61,12 +64,9 @@ def load_digits(test_fraction=0.25, seed=0, standardize=True):
     deviation of the *training* split only (the test split must not leak into them).
     Pixels that never vary in training (some corners are always 0) are only shifted.
     """
-    from sklearn.datasets import load_digits as sklearn_digits
-
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction must be between 0 and 1, got {test_fraction}")
-    digits = sklearn_digits()
-    x, y = digits.data.astype(np.float64), digits.target.astype(np.int64)
+    x, y = _bundled_digits()
     train, test = _stratified_split(y, test_fraction, np.random.default_rng(seed))
     x_train, x_test = x[train], x[test]
     if standardize:
@@ -74,6 +74,19 @@ def load_digits(test_fraction=0.25, seed=0, standardize=True):
         std[std == 0] = 1.0
         x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
     return Digits(x_train.astype(np.float32), y[train], x_test.astype(np.float32), y[test])
+
+
+def _bundled_digits():
+    """(x (1797, 64) float64, y (1797,) int64) read from the file that scikit-learn ships.
+
+    The same arrays as sklearn.datasets.load_digits(), without importing scikit-learn
+    (which costs a notebook a second or more of start-up)."""
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None:
+        raise ModuleNotFoundError("the digits data ship with scikit-learn: pip install scikit-learn")
+    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz"
+    table = np.loadtxt(path, delimiter=",")
+    return table[:, :-1], table[:, -1].astype(np.int64)
 
 
 def _stratified_split(labels, test_fraction, rng):

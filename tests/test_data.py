@@ -193,3 +193,16 @@ def test_drifting_stream_is_seeded():
     first = data.drifting_stream(5, 4, seed=3).batches
     np.testing.assert_array_equal(first, data.drifting_stream(5, 4, seed=3).batches)
     assert not np.array_equal(first, data.drifting_stream(5, 4, seed=4).batches)
+
+
+def test_the_bundled_digits_are_scikit_learns_without_importing_it():
+    script = ("import sys, bn_course.data as d; x, y = d._bundled_digits(); "
+              "print('sklearn' in sys.modules, x.shape, y.shape)")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True).stdout.split(maxsplit=1)
+    assert out == ["False", "(1797, 64) (1797,)\n"]
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    x, y = data._bundled_digits()
+    reference = sklearn_digits()
+    assert np.array_equal(x, reference.data) and np.array_equal(y, reference.target)
