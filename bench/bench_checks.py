@@ -36,8 +36,8 @@ SCALE = 1.5
 
 
 def unflagged_copy(module_name):
-    """A module's code compiled under another file name (one without "torch" in it: the
-    checker also takes a function named *batch_norm* in such a file for PyTorch's)."""
+    """A module's code compiled under another file name, outside bn_course/reference/ and
+    torch's folder, so that the checker does not flag it as a call to a ready answer."""
     module = importlib.import_module(module_name)
     copy = types.ModuleType("bench_copy")
     code = compile(inspect.getsource(module), "<bench copy of the course's answers>", "exec")
@@ -46,8 +46,12 @@ def unflagged_copy(module_name):
 
 
 def correct_answer(name):
-    module = "bn_course.reference.torch" if name == "BatchNorm2d" else "bn_course.reference.numpy"
-    return getattr(unflagged_copy(module), name)
+    if name == "BatchNorm2d":  # the registry's reference is torch's own layer
+        return unflagged_copy("bn_course.reference.torch").BatchNorm2d
+    reference = EXERCISES[name].reference
+    if not reference.__module__.startswith("bn_course.reference"):
+        return reference  # an answer key (diagnose_bn_bug), which nothing flags
+    return getattr(unflagged_copy(reference.__module__), name)
 
 
 def scaled(value):
@@ -113,8 +117,10 @@ def main():
         good = first_and_median(name, answer, args.repeats, expect_pass=True)
         mistake = diagnosed(name)
         bad = first_and_median(name, mistake.variant, args.repeats, expect_mistake=mistake.id)
-        unknown = first_and_median(name, unrecognised(answer), args.repeats)
-        cells = "".join(f"{first:>8.3f} /{median:>6.3f}" for first, median in (good, bad, unknown))
+        timings = [good, bad]
+        if name != "diagnose_bn_bug":  # every wrong diagnosis is a catalogued one
+            timings.append(first_and_median(name, unrecognised(answer), args.repeats))
+        cells = "".join(f"{first:>8.3f} /{median:>6.3f}" for first, median in timings)
         print(f"{name:<28}{cells}   {mistake.id}")
         if good[1] > BUDGET_S:
             over_budget.append(name)
