@@ -251,8 +251,8 @@ def release_differences(course, assignments=()):
     repo = delivery.repository(course.root)
     for assignment in selected:
         if repo and delivery.update_source(course, assignment, repo, write=False):
-            stale[assignment] = [f"{SOURCE_DIR}/{assignment}'s generated Colab/Binder cells "
-                                 f"are missing or out of date"]
+            stale[assignment] = [(f"{SOURCE_DIR}/{assignment}'s generated Colab/Binder cells "
+                                  f"are missing or out of date")]
     with tempfile.TemporaryDirectory(prefix="bn-course-check-") as tmp:
         fresh = Course(Path(tmp))
         copy_course(course, tmp)

@@ -109,7 +109,8 @@ def release_path(assignment):
 
 def colab_url(repo, assignment):
     """Colab opens the release notebook straight from GitHub."""
-    return f"https://colab.research.google.com/github/{repo}/blob/{BRANCH}/{release_path(assignment)}"
+    return (f"https://colab.research.google.com/github/{repo}/blob/{BRANCH}/"
+            f"{release_path(assignment)}")
 
 
 def binder_url(repo, assignment):
@@ -123,7 +124,8 @@ def badges(repo, assignment):
 
 
 def setup_cell_source(repo):
-    return SETUP_CELL.format(url=f"https://github.com/{repo}", light=json.dumps(LIGHT_DEPENDENCIES))
+    return SETUP_CELL.format(url=f"https://github.com/{repo}",
+                             light=json.dumps(LIGHT_DEPENDENCIES))
 
 
 def generated_cells(repo, assignment):
@@ -259,8 +261,8 @@ def _put_beside(source, target, name, new):
     if beside.exists() and _digest(beside) == new:
         return []
     _copy(source, beside)
-    return [f"{name} has your edits, so it was left as it is; the new release is "
-            f"beside it: {beside.name}"]
+    return [(f"{name} has your edits, so it was left as it is; the new release is "
+             f"beside it: {beside.name}")]
 
 
 def _copy(source, target):

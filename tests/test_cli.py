@@ -78,3 +78,11 @@ def test_grade_skips_another_courses_assignment_and_says_so(tmp_path):
     assert result.returncode == 1
     assert "ada/07_linear_regression: not an assignment of this course" in result.stderr
     assert "nothing was graded" in result.stderr
+
+
+def test_lab_refuses_a_file_as_its_folder(tmp_path):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a folder")
+    result = bn_course("lab", "--dir", str(a_file), "--no-browser")
+    assert result.returncode == 2
+    assert f"--dir {a_file} is a file, not a folder" in result.stderr

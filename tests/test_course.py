@@ -1,8 +1,9 @@
-"""The build/check/grade machinery, on a small synthetic nbgrader course.
+"""The build/check/grade machinery, on a small synthetic nbgrader course, then on the real one.
 
-The course has one assignment, 99_toy: a solution cell, a self-check, a graded
-test cell, a graded cell of hidden tests and a manually graded free-response
-cell, with the repository's own nbgrader_config.py.
+The synthetic course has one assignment, 99_toy: a solution cell, a self-check, a
+graded test cell, a graded cell of hidden tests and a manually graded free-response
+cell, with the repository's own nbgrader_config.py. The last section grades four
+students of the real notebooks 01 and 04 end to end, feedback included.
 """
 
 import copy
