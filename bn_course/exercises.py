@@ -11,8 +11,8 @@ feature, offsets of 1e4 and 1e6, non-contiguous arrays, large D) and ``float32``
 import contextlib
 import copy
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -230,16 +230,21 @@ def _gamma_beta(rng, d, dtype):
     return _per_feature(rng, d, 0.5, 2.0, dtype), _per_feature(rng, d, -1.0, 1.0, dtype)
 
 
-def _forward_cases(group):
-    rng = np.random.default_rng(12)
+def _gamma_beta_cases(named_inputs, rng):
+    """One case per (description, x): random per-feature (or per-channel) gamma and
+    beta, and eps cycling through the default and larger values."""
     cases = []
-    for i, (desc, x) in enumerate(_shapes(group)):
+    for i, (desc, x) in enumerate(named_inputs):
         gamma, beta = _gamma_beta(rng, x.shape[1], x.dtype)
         eps = _eps_for(i)
         cases.append(_function_case(
             f"{desc}, {_eps_text(eps)}", {"x": x, "gamma": gamma, "beta": beta},
             _with_eps({}, eps), float32=x.dtype == np.float32))
     return cases
+
+
+def _forward_cases(group):
+    return _gamma_beta_cases(_shapes(group), np.random.default_rng(12))
 
 
 # --- 04 -------------------------------------------------------------------------
@@ -395,15 +400,7 @@ def _channels_last(x):
 
 
 def _forward2d_cases(group):
-    rng = np.random.default_rng(17)
-    cases = []
-    for i, (desc, x) in enumerate(_image_shapes(group)):
-        gamma, beta = _gamma_beta(rng, x.shape[1], x.dtype)
-        eps = _eps_for(i)
-        cases.append(_function_case(
-            f"{desc}, {_eps_text(eps)}", {"x": x, "gamma": gamma, "beta": beta},
-            _with_eps({}, eps), float32=x.dtype == np.float32))
-    return cases
+    return _gamma_beta_cases(_image_shapes(group), np.random.default_rng(17))
 
 
 # --- 07 ---------------------------------------------------------------------
@@ -596,16 +593,10 @@ def _layernorm_cases(group):
         constant_example[2] = 7.0
         shapes += [("a batch of one (1, 5)", one_example),
                    ("a (4, 6) batch whose third example is constant", constant_example)]
-    cases = []
-    for i, (desc, x) in enumerate(_shapes(group) + shapes):
-        if x.shape[1] < 2 and x.ndim == 2:
-            continue  # one feature: every example normalizes to beta
-        gamma, beta = _gamma_beta(rng, x.shape[1], x.dtype)
-        eps = _eps_for(i)
-        cases.append(_function_case(
-            f"{desc}, {_eps_text(eps)}", {"x": x, "gamma": gamma, "beta": beta},
-            _with_eps({}, eps), float32=x.dtype == np.float32))
-    return cases
+    # A single feature is left out: every example then normalizes to beta.
+    inputs = [(desc, x) for desc, x in _shapes(group) + shapes
+              if not (x.ndim == 2 and x.shape[1] < 2)]
+    return _gamma_beta_cases(inputs, rng)
 
 
 def _groupnorm_cases(group):

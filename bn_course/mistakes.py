@@ -10,8 +10,8 @@ A few mistakes are *detected* rather than matched: changing an input in place,
 and calling a ready-made batch norm (PyTorch's, or this course's own answers).
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
