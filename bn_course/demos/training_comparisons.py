@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from bn_course import plots
+from bn_course.reference.numpy import percentile_trace, steps_to_reach
 from bn_course.widgets import SliderPanel, grading
 
 NO_BN, BN, NOISY_BN = "without BN", "with BN", "with BN + random shifts"
@@ -129,14 +130,16 @@ def final_accuracy(history, evaluations=FINAL_EVALUATIONS):
 
 
 def _first_step_reaching(steps, accuracy, target):
-    """The course's own answer to the notebook's ``steps_to_reach`` (None if never)."""
-    reached = np.flatnonzero(np.asarray(accuracy) >= target)
-    return int(np.asarray(steps)[reached[0]]) if len(reached) else None
+    """The course's answer to the notebook's ``steps_to_reach``, or None if never."""
+    try:
+        return steps_to_reach(steps, accuracy, target)
+    except ValueError:
+        return None
 
 
 def _percentiles(values, q=PERCENTILES):
-    """The course's own answer to the notebook's ``percentile_trace``: (T, len(q))."""
-    return np.percentile(values, q, axis=1).T
+    """(T, len(q)) with the course's answer to the notebook's ``percentile_trace``."""
+    return percentile_trace(values, q)
 
 
 def relative_total_variation(steps, trace, skip_fraction=SKIP_FRACTION):
@@ -228,6 +231,27 @@ def paper_result(steps_to_reach=_first_step_reaching, percentile_trace=_percenti
         bn_steps=steps_to_reach(with_bn.eval_step, with_bn.test_accuracy, target),
         baseline_variation=variation(baseline, unit), bn_variation=variation(with_bn, unit),
         units_steadier=float(steadier), unit=unit)
+
+
+class Gaps(dict):
+    """``{label: (train accuracy, test accuracy, train - test)}``, shown as a table."""
+
+    def __repr__(self):
+        return "\n".join(f"{label:>10}: train {train:.3f}, test {test:.3f}, gap {gap:.3f}"
+                         for label, (train, test, gap) in self.items())
+
+
+def generalization_gaps():
+    """Final train and test accuracy of the paper's two runs and the gap between them
+    (``Gaps``). None under nbgrader."""
+    if grading():
+        return None
+    gaps = Gaps()
+    for label, history in paper_runs().items():
+        train = float(np.mean(history.train_accuracy[-FINAL_EVALUATIONS:]))
+        test = final_accuracy(history)
+        gaps[label] = (train, test, train - test)
+    return gaps
 
 
 def paper_figure(unit=0):
