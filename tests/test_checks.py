@@ -1085,3 +1085,18 @@ def test_a_missing_buffer_is_named():
     assert not result.passed
     assert "missing ['num_batches_tracked']" in result.message
     assert result.mistake is None  # not the "all buffers are plain attributes" mistake
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_the_module_check_runs_on_cuda_when_there_is_one():
+    devices = set()
+
+    class Recording(ReassigningBatchNorm2d):
+        def forward(self, x):
+            devices.add(x.device.type)
+            return super().forward(x)
+
+    result = check("BatchNorm2d", Recording)
+    assert result.passed, result.message
+    assert devices == {"cuda"}
