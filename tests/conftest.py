@@ -1,5 +1,8 @@
-"""Shared test setup: figures render off-screen, and fixtures that switch nbgrader's
-grading mode (NBGRADER_EXECUTION) off or on for the demos and widgets."""
+"""Shared test setup: figures render off-screen; fixtures that switch nbgrader's grading
+mode (NBGRADER_EXECUTION) off or on for the demos and widgets; waiting for a server."""
+
+import time
+import urllib.request
 
 import matplotlib
 import pytest
@@ -15,3 +18,17 @@ def not_grading(monkeypatch):
 @pytest.fixture
 def grading(monkeypatch):
     monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
+
+
+def http_get_when_up(url, process, seconds=60):
+    """The body at ``url`` once the server started as ``process`` answers (JupyterLab
+    takes a few seconds); fails at once if the process exits."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the server exited; see its log"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return response.read()
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"no answer from {url} in {seconds} s")

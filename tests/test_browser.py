@@ -14,13 +14,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from bn_course import course
+from conftest import http_get_when_up
 
 REPO = Path(__file__).resolve().parent.parent
 ASSIGNMENT = "03_scale_and_shift"
@@ -96,23 +95,11 @@ def lab(tmp_path_factory):
         server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
                                   start_new_session=True)
         try:
-            wait_for_server(f"http://127.0.0.1:{port}/api/status?token={token}", server)
+            http_get_when_up(f"http://127.0.0.1:{port}/api/status?token={token}", server)
             yield f"http://127.0.0.1:{port}/lab/tree/{ASSIGNMENT}.ipynb?token={token}"
         finally:
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(timeout=30)
-
-
-def wait_for_server(url, server, seconds=60):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        assert server.poll() is None, "JupyterLab exited; see jupyterlab.log in the tmp dir"
-        try:
-            urllib.request.urlopen(url, timeout=5).close()
-            return
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(f"JupyterLab did not answer in {seconds} s")
 
 
 def test_notebook_03_runs_checks_and_its_slider_redraws(lab, playwright_api):

@@ -13,9 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import types
-import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -29,6 +27,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from bn_course import course, delivery
+from conftest import http_get_when_up
 
 REPO = Path(__file__).resolve().parent.parent
 COURSE = course.find_course()
@@ -373,19 +372,9 @@ def test_lab_serves_the_working_folder(tmp_path):
         token = re.search(rf"http://localhost:{port}/lab\?token=(\w+)", printed).group(1)
         first = min(COURSE.notebooks.glob("*/*.ipynb")).relative_to(COURSE.notebooks)
         url = f"http://127.0.0.1:{port}/api/contents/{first.as_posix()}?content=0&token={token}"
-        assert json.loads(wait_for(url, lab))["path"] == first.as_posix()
+        assert json.loads(http_get_when_up(url, lab))["path"] == first.as_posix()
     finally:
         os.killpg(lab.pid, signal.SIGTERM)
         lab.wait(timeout=30)
 
 
-def wait_for(url, process, seconds=60):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "JupyterLab exited"
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                return response.read()
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(f"no answer from {url} in {seconds} s")
