@@ -34,6 +34,8 @@ __all__ = [
     "recompute_running_stats",
     "steps_to_reach",
     "percentile_trace",
+    "merge_batch_stats",
+    "batch_renorm_forward",
 ]
 
 
@@ -385,3 +387,70 @@ def percentile_trace(values, q):
     [0, 100]. Returns (T, k): the percentiles of each row, interpolated linearly between
     the two nearest ranks (np.percentile's default)."""
     return np.percentile(values, q, axis=1).T
+
+
+# --- 10: statistics across devices ---
+
+def merge_batch_stats(counts, means, variances):
+    """The mean and *biased* variance of a batch split into K parts, from each part's count,
+    mean and biased variance: what synchronized BN computes from its workers.
+
+    counts: (K,) positive; means, variances: (K, D). Returns (mean (D,), var (D,)).
+    The whole batch's variance is the average of the parts' variances *plus* the spread of
+    their means around the whole mean (the parallel variance formula, Chan et al. 1979):
+
+        var = sum_k n_k * (var_k + (mean_k - mean) ** 2) / sum_k n_k
+
+    Written with deviations from the whole mean, never as E[x^2] - E[x]^2, so that an
+    offset such as 1e4 +- 1 keeps its digits.
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    if counts.ndim != 1 or len(counts) == 0 or np.any(counts <= 0):
+        raise ValueError(f"counts must be a non-empty (K,) array of positive counts, got {counts}")
+    means = _as_batch(np.asarray(means), name="means")
+    variances = _as_batch(np.asarray(variances), name="variances")
+    if means.shape != variances.shape or len(means) != len(counts):
+        raise ValueError(f"means {means.shape} and variances {variances.shape} must both be "
+                         f"(K, D) with K = {len(counts)} parts")
+    weights = (counts / counts.sum())[:, None]  # each part counts as many times as its size
+    mean = (weights * means).sum(axis=0)
+    var = (weights * (variances + (means - mean) ** 2)).sum(axis=0)
+    return mean, var
+
+
+def batch_renorm_forward(x, running_mean, running_var, gamma, beta, r_max, d_max, eps=1e-5):
+    """Batch renormalization in training mode (Ioffe, 2017). x: (N, D) -> (N, D)
+
+    Normalize with the batch's statistics as batch norm does, then correct the result
+    toward what the running statistics would give, within limits:
+
+        sigma_B = sqrt(batch_var + eps)            (biased batch variance, as BN)
+        sigma   = sqrt(running_var + eps)
+        r = clip(sigma_B / sigma, 1 / r_max, r_max)
+        d = clip((mean_B - running_mean) / sigma, -d_max, d_max)
+        out = gamma * ((x - mean_B) / sigma_B * r + d) + beta
+
+    With r and d unclipped, out is exactly the eval-mode output (running statistics);
+    with r_max = 1 and d_max = 0 it is batch norm. The paper keeps a running average of
+    sigma itself; like TensorFlow and Chainer, this course keeps PyTorch's running
+    *variance* and takes sigma = sqrt(running_var + eps). In training r and d are
+    constants of the backward pass (stop_gradient in the paper); this forward pass does
+    not update the running statistics (they are updated as in batch norm).
+    """
+    x = _as_batch(x)
+    d = x.shape[1]
+    _check_eps(eps)
+    _require_two_examples(x.shape[0])
+    if not (r_max >= 1 and d_max >= 0):
+        raise ValueError(f"need r_max >= 1 and d_max >= 0, got r_max={r_max}, d_max={d_max}")
+    running_mean = _as_per_feature(running_mean, d, "running_mean")
+    running_var = _as_per_feature(running_var, d, "running_var")
+    gamma = _as_per_feature(gamma, d, "gamma")
+    beta = _as_per_feature(beta, d, "beta")
+    batch_mean = x.mean(axis=0)
+    centred = x - batch_mean
+    batch_std = np.sqrt(np.einsum("nd,nd->d", centred, centred) / x.shape[0] + eps)
+    running_std = np.sqrt(running_var + eps)
+    r = np.clip(batch_std / running_std, 1 / r_max, r_max)
+    shift = np.clip((batch_mean - running_mean) / running_std, -d_max, d_max)
+    return (centred / batch_std * r + shift) * gamma + beta

@@ -28,11 +28,14 @@ one-pass algorithm would be as exact at large offsets such as 1e4 +- 1, but its 
 kernel over non-last axes is about 30x slower than a sum (torch 2.13).
 """
 
+import types
+
 import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-__all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNormFunction", "batch_norm"]
+__all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNormFunction", "BatchRenorm", "batch_norm",
+           "batch_renorm", "freeze_batchnorm", "param_groups", "zero_init_last_bn"]
 
 
 def _reduce_dims(x):
@@ -212,3 +215,125 @@ class BatchNorm2d(_BatchNorm):
     def _check_input_dim(self, x):
         if x.dim() != 4:
             raise ValueError(f"expected 4D input (got {x.dim()}D input)")
+
+
+# --- 09: batch norm in practice ---------------------------------------------------------
+
+def _stay_in_eval(bn, mode=True):
+    """Takes the place of ``train()`` on a frozen BN layer: whatever mode is asked for, the
+    layer stays in eval mode (its children too: it has none)."""
+    return nn.Module.train(bn, False)
+
+
+def freeze_batchnorm(model):
+    """Freeze every batch-norm layer of ``model`` for fine-tuning; returns the model.
+
+    A frozen layer normalizes with its running statistics and never updates them (eval
+    mode), and its gamma and beta get no gradients. Its ``train`` method is replaced on the
+    instance, so a later ``model.train()``, which every training loop calls, leaves it in
+    eval mode. Nothing else changes: other layers still train, gradients still flow through
+    the frozen layers, and the state_dict is that of the original architecture.
+    """
+    from bn_course.blocks import batchnorm_layers
+
+    for bn in batchnorm_layers(model):
+        bn.eval()
+        bn.train = types.MethodType(_stay_in_eval, bn)  # a bound method survives deepcopy
+        for parameter in bn.parameters():
+            parameter.requires_grad_(False)
+    return model
+
+
+def zero_init_last_bn(model):
+    """Set gamma to 0 in the last batch norm of each residual block's branch (Goyal et al.,
+    2017; torchvision's ``zero_init_residual``); returns the model.
+
+    Each ``bn_course.blocks.ResidualBlock`` then starts as ``relu(shortcut(x))``: the
+    identity for an identity shortcut, so a deep network starts as a shallow one. The
+    shortcut's own batch norm (a projection) keeps gamma = 1, or nothing would pass at all.
+    """
+    from bn_course.blocks import ResidualBlock, batchnorm_layers
+
+    for block in model.modules():
+        if isinstance(block, ResidualBlock):
+            last = batchnorm_layers(block.branch)[-1]
+            with torch.no_grad():
+                last.weight.zero_()
+    return model
+
+
+def param_groups(model, weight_decay):
+    """Optimizer parameter groups: every parameter of ``model`` exactly once, batch norm's
+    gamma and beta and every bias without weight decay, the other parameters with it.
+
+    Returns ``[{"params": [...], "weight_decay": weight_decay},
+    {"params": [...], "weight_decay": 0.0}]``, for ``torch.optim.SGD(groups, lr=...)``.
+    Decay on gamma pulls the scale of a normalized layer toward 0 for no gain; a bias
+    (beta is one) sets an offset that decay has no reason to shrink.
+    """
+    from bn_course.blocks import is_batchnorm
+
+    decay, no_decay = [], []
+    for module in model.modules():  # each module once, each parameter once (recurse=False)
+        for name, parameter in module.named_parameters(recurse=False):
+            exempt = is_batchnorm(module) or name == "bias"
+            (no_decay if exempt else decay).append(parameter)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+# --- 10: batch renormalization ------------------------------------------------------------
+
+def batch_renorm(x, running_mean, running_var, weight, bias, r_max, d_max, training,
+                 momentum=0.1, eps=1e-5):
+    """Batch renormalization (Ioffe, 2017) for x (N, C, *); see
+    ``bn_course.reference.numpy.batch_renorm_forward`` for the formulas.
+
+    In training, r and d are computed without autograd (constants of the backward pass,
+    the paper's stop_gradient) and the running statistics are updated as in batch norm;
+    otherwise the running statistics normalize, as in eval-mode batch norm.
+    """
+    if not training:
+        return _normalize_with(x, running_mean, running_var, weight, bias, eps)
+    dims = _reduce_dims(x)
+    mean = x.mean(dims)
+    var = x.var(dims, unbiased=False)
+    batch_std = torch.sqrt(var + eps)
+    with torch.no_grad():
+        running_std = torch.sqrt(running_var + eps)
+        r = (batch_std / running_std).clamp(1 / r_max, r_max)
+        d = ((mean - running_mean) / running_std).clamp(-d_max, d_max)
+        values_per_channel = x.numel() // x.shape[1]
+        unbiased_var = var * (values_per_channel / (values_per_channel - 1))
+        running_mean.mul_(1 - momentum).add_(momentum * mean)
+        running_var.mul_(1 - momentum).add_(momentum * unbiased_var)
+    x_hat = (x - _per_channel(mean, x)) / _per_channel(batch_std, x) * _per_channel(r, x)
+    x_hat = x_hat + _per_channel(d, x)
+    if weight is not None:
+        x_hat = x_hat * _per_channel(weight, x)
+    return x_hat if bias is None else x_hat + _per_channel(bias, x)
+
+
+class BatchRenorm(_BatchNorm):
+    """Batch renormalization for (N, C, *), with BatchNorm's parameters, buffers and
+    state_dict. ``r_max`` and ``d_max`` are attributes: the paper starts at 1 and 0 (plain
+    batch norm) and raises them during training, once the running statistics are usable."""
+
+    def __init__(self, num_features, r_max=3.0, d_max=5.0, eps=1e-5, momentum=0.1):
+        super().__init__(num_features, eps=eps, momentum=momentum)
+        self.r_max = r_max
+        self.d_max = d_max
+
+    def _check_input_dim(self, x):
+        if x.dim() < 2:
+            raise ValueError(f"expected (N, C, *) input (got {x.dim()}D input)")
+
+    def forward(self, x):
+        self._check_input_dim(x)
+        if self.training:
+            self.num_batches_tracked.add_(1)
+        return batch_renorm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                            self.r_max, self.d_max, self.training, self.momentum, self.eps)
+
+    def extra_repr(self):
+        return f"{super().extra_repr()}, r_max={self.r_max}, d_max={self.d_max}"
