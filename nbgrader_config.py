@@ -33,12 +33,12 @@ c.IgnorePattern.pattern = (
 # Students (and Colab, VS Code) delete, duplicate or strip cells. Put missing
 # grade cells back, matched by grade_id, instead of failing the notebook.
 # nbgrader 0.9.6's OverwriteCells crashes on some of these cases (see
-# bn_course/course.py); RobustOverwriteCells takes its place, same settings.
+# bn_course/instructor/preprocessors.py); RobustOverwriteCells takes its place, same settings.
 c.OverwriteCells.add_missing_cells = True
 c.Autograde.sanitize_preprocessors = [
     "nbgrader.preprocessors.ClearOutput",
     "nbgrader.preprocessors.DeduplicateIds",
     "nbgrader.preprocessors.OverwriteKernelspec",
-    "bn_course.course.RobustOverwriteCells",
+    "bn_course.instructor.preprocessors.RobustOverwriteCells",
     "nbgrader.preprocessors.CheckCellMetadata",
 ]

@@ -12,7 +12,8 @@ import os
 import statistics
 import sys
 
-from bn_course.course import find_course, run_solutions
+from bn_course.instructor.layout import find_course
+from bn_course.instructor.release import run_solutions
 
 BUDGETS = [  # (notebooks, seconds) from COURSE.md
     (("01_batch_statistics", "02_normalizing", "03_scale_and_shift", "04_train_vs_eval"), 20),

@@ -13,7 +13,8 @@ from importlib.metadata import PackageNotFoundError, version
 from importlib.util import find_spec
 from pathlib import Path
 
-from bn_course import __version__, course
+from bn_course import __version__
+from bn_course.instructor.layout import CourseError, find_course
 
 # Exit statuses: 0 all is well, 1 the work found a problem, 2 a bad command line.
 FAILED, USAGE = 1, 2
@@ -30,7 +31,7 @@ def main(argv=None):
         return USAGE
     try:
         return args.run(args)
-    except course.CourseError as error:
+    except CourseError as error:
         print(f"bn-course {args.command}: error: {error}", file=sys.stderr)
         return FAILED
     except KeyboardInterrupt:
@@ -79,17 +80,34 @@ def build_parser():
     grade = commands.add_parser(
         "grade", help="autograde a folder of submissions and print a score table",
         description="Autograde submissions laid out as nbgrader's "
-                    "submitted/<student>/<assignment>/<notebook>.ipynb and print each "
-                    "student's score per notebook.")
+                    "submitted/<student>/<assignment>/<notebook>.ipynb, on several "
+                    "workers, into one nbgrader course directory; print each student's "
+                    "score per notebook and what the class got wrong. Running it again "
+                    "grades only what is new or changed.")
     grade.add_argument("submissions", type=Path, metavar="SUBMISSIONS_DIR",
                        help="the submitted/ folder, or a course folder that contains it")
     grade.add_argument("--csv", type=Path, metavar="PATH", help="also write the scores to this CSV file")
+    grade.add_argument("--report", type=Path, metavar="PATH",
+                       help="write the class report (per exercise: share passed, named "
+                            "mistakes) to this CSV file, and as a page beside it (.html)")
     grade.add_argument("--course-dir", type=Path, metavar="DIR",
                        help="nbgrader course directory to grade in and keep (gradebook.db, "
-                            "autograded/), e.g. to run `nbgrader generate_feedback` after; "
-                            "default: a temporary one")
+                            "autograded/; `nbgrader generate_feedback` works there after); "
+                            "default: the folder that holds submitted/")
+    grade.add_argument("--jobs", type=_count, default=os.cpu_count() or 1, metavar="N",
+                       help="notebooks executed at once on this machine (default: its "
+                            f"{os.cpu_count()} cores)")
+    grade.add_argument("--scheduler", metavar="ADDRESS",
+                       help="execute on the Dask cluster of this scheduler instead "
+                            "(e.g. tcp://10.0.0.5:8786); see docs/instructors.md")
+    grade.add_argument("--force", action="store_true",
+                       help="grade every submission again, not only new or changed ones")
     grade.add_argument("--timeout", type=_seconds, default=None,
                        help="seconds a cell may run (default: nbgrader_config.py's)")
+    grade.add_argument("--wall-time", type=_seconds, default=900, metavar="SECONDS",
+                       help="seconds a whole notebook may run before it is stopped (default 900)")
+    grade.add_argument("--memory", type=_count, default=4, metavar="GIB",
+                       help="memory cap of each notebook's kernel, GiB (default 4)")
     grade.set_defaults(run=run_grade, parser=grade)
 
     doctor = commands.add_parser("doctor", help="report versions, devices and course files",
@@ -103,6 +121,13 @@ def _port(text):
     if not 1 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"{text} is not a port number (1-65535)")
     return port
+
+
+def _count(text):
+    count = _integer(text)
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive whole number")
+    return count
 
 
 def _seconds(text):
@@ -123,7 +148,7 @@ def _selected(args, the_course):
     """The assignments named on the command line; an unknown name is a usage error."""
     try:
         return the_course.select(args.assignments)
-    except course.CourseError as error:
+    except CourseError as error:
         args.parser.error(str(error))
 
 
@@ -131,17 +156,18 @@ def _selected(args, the_course):
 
 def run_lab(args):
     if find_spec("jupyterlab") is None:
-        raise course.CourseError("JupyterLab is not installed: pip install 'bn-course[lab]'")
-    from bn_course import delivery
+        raise CourseError("JupyterLab is not installed: pip install 'bn-course[lab]'")
+    from bn_course.instructor import workspace
 
-    release = delivery.release_folder()
+    release = workspace.release_folder()
     if not release.is_dir():
-        raise course.CourseError(f"{release} does not exist yet: run `bn-course build`")
+        raise CourseError(f"{release} does not exist yet: run `bn-course build`")
     if args.dir.exists() and not args.dir.is_dir():
         args.parser.error(f"--dir {args.dir} is a file, not a folder")
-    for message in delivery.sync_working_folder(release, args.dir):
+    for message in workspace.sync_working_folder(release, args.dir):
         print(message)
     folder = args.dir.resolve()
+    lab_config = workspace.write_lab_config(folder)
     token = secrets.token_hex(24)
     print(f"JupyterLab on {folder}\n"
           f"    http://localhost:{args.port}/lab?token={token}\n"
@@ -153,7 +179,10 @@ def run_lab(args):
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         command.append("--allow-root")  # JupyterLab refuses to run as root without it
     # The token travels in the environment, not on a command line others can list.
-    env = {**os.environ, "JUPYTER_TOKEN": token}
+    # The course's lab settings come before the installation's (not the user's own).
+    config_path = os.pathsep.join(filter(None, [str(lab_config),
+                                                os.environ.get("JUPYTER_CONFIG_PATH")]))
+    env = {**os.environ, "JUPYTER_TOKEN": token, "JUPYTER_CONFIG_PATH": config_path}
     if os.name == "posix":
         # Become JupyterLab, so that Ctrl-C and kill reach the server itself.
         os.execve(sys.executable, command, env)
@@ -161,26 +190,30 @@ def run_lab(args):
 
 
 def run_build(args):
-    the_course = course.find_course()
-    built = course.build(the_course, _selected(args, the_course), progress=True)
+    from bn_course.instructor import release
+
+    the_course = find_course()
+    built = release.build(the_course, _selected(args, the_course), progress=True)
     for path in built:
         print(f"wrote {path.relative_to(the_course.root)}")
     return 0
 
 
 def run_check(args):
-    the_course = course.find_course()
+    from bn_course.instructor import release
+
+    the_course = find_course()
     names = _selected(args, the_course)
     if not names:
-        raise course.CourseError(f"no notebooks in {the_course.solutions}")
-    stale = course.release_differences(the_course, args.assignments)
+        raise CourseError(f"no notebooks in {the_course.solutions}")
+    stale = release.release_differences(the_course, args.assignments)
     for assignment, differences in stale.items():
         print(f"STALE  {assignment}: " + "; ".join(differences))
     if not stale:
         print(f"ok     notebooks/ is in sync with solutions/ ({len(names)} notebooks)")
     failed = bool(stale)
     if not args.no_run:
-        results = course.run_solutions(the_course, names, timeout=args.timeout, progress=True)
+        results = release.run_solutions(the_course, names, timeout=args.timeout, progress=True)
         for result in results:
             status = f"FAILED {result.error}" if result.error else "ran"
             print(f"{result.seconds:6.1f} s  {result.assignment}  {status}")
@@ -194,26 +227,38 @@ def run_check(args):
 def run_grade(args):
     if not args.submissions.is_dir():
         args.parser.error(f"SUBMISSIONS_DIR {args.submissions} is not a folder")
-    if args.csv and not args.csv.parent.is_dir():  # before grading, not after minutes of it
-        args.parser.error(f"--csv: folder {args.csv.parent} does not exist")
-    the_course = course.find_course()
-    grades, notices = course.grade(the_course, args.submissions, course_dir=args.course_dir,
-                                   timeout=args.timeout, progress=True)
-    for notice in notices:
+    for option, path in (("--csv", args.csv), ("--report", args.report)):
+        if path and not path.parent.is_dir():  # before grading, not after hours of it
+            args.parser.error(f"{option}: folder {path.parent} does not exist")
+    from bn_course.instructor import grading, report, sandbox
+
+    limits = sandbox.Limits(memory_bytes=args.memory * sandbox.GIB, wall_seconds=args.wall_time)
+    run = grading.grade(find_course(), args.submissions, course_dir=args.course_dir,
+                        timeout=args.timeout, jobs=args.jobs, scheduler=args.scheduler,
+                        force=args.force, limits=limits, progress=True)
+    for notice in run.notices:
         print(f"note: {notice}", file=sys.stderr)
-    problems = sorted({(g.student, g.assignment, g.problem) for g in grades if g.problem})
+    if run.resumed:
+        print(f"note: {run.resumed} submissions were graded by an earlier run and have not "
+              f"changed: kept (--force grades them again)", file=sys.stderr)
+    problems = sorted({(g.student, g.assignment, g.problem) for g in run.grades if g.problem})
     for student, assignment, problem in problems:
         print(f"not graded: {student}/{assignment}: {problem}", file=sys.stderr)
-    if grades:
-        print(course.format_table(grades))
-    else:
+    if not run.grades:
         print("nothing was graded", file=sys.stderr)
+        return FAILED
+    print(grading.format_table(run.grades))
+    print()
+    print(report.format_report(run.report))
     if args.csv:
-        course.write_csv(grades, args.csv)
+        grading.write_csv(run.grades, args.csv)
         print(f"wrote {args.csv}")
-    if args.course_dir:
-        print(f"nbgrader course directory kept in {args.course_dir}")
-    return FAILED if problems or not grades else 0
+    if args.report:
+        report.write_report_csv(run.report, args.report)
+        report.write_report_html(run.report, args.report.with_suffix(".html"))
+        print(f"wrote {args.report} and {args.report.with_suffix('.html')}")
+    print(f"nbgrader course directory: {run.course_dir}")
+    return FAILED if problems else 0
 
 
 def run_doctor(args):
@@ -247,8 +292,8 @@ def _devices():
 
 def _course_files():
     try:
-        the_course = course.find_course()
-    except course.CourseError as error:
+        the_course = find_course()
+    except CourseError as error:
         return str(error)
     sources = len(the_course.assignments())
     releases = len(list(the_course.notebooks.glob("*/*.ipynb")))

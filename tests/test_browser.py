@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from bn_course import course
+from bn_course.instructor import layout
 from conftest import http_get_when_up
 
 REPO = Path(__file__).resolve().parent.parent
@@ -76,7 +76,7 @@ def lab(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("browser")
     work = tmp / "work"
     work.mkdir()
-    shutil.copy(course.find_course().source_notebook(ASSIGNMENT), work)
+    shutil.copy(layout.find_course().source_notebook(ASSIGNMENT), work)
     for name, values in LAB_SETTINGS.items():
         path = tmp / "settings" / name
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from bn_course import course
+from bn_course.instructor import grading, layout, release, runner
 
 REPO = Path(__file__).resolve().parent.parent
 TOY = "99_toy"
@@ -61,18 +61,18 @@ def toy_source():
 def make_course(root, sources):
     """A course directory with the repository's nbgrader_config.py and these sources."""
     root.mkdir(parents=True, exist_ok=True)
-    shutil.copy(REPO / course.NBGRADER_CONFIG, root)
+    shutil.copy(REPO / layout.NBGRADER_CONFIG, root)
     for name, notebook in sources.items():
-        (root / course.SOURCE_DIR / name).mkdir(parents=True)
-        nbformat.write(notebook, str(root / course.SOURCE_DIR / name / f"{name}.ipynb"))
-    return course.Course(root)
+        (root / layout.SOURCE_DIR / name).mkdir(parents=True)
+        nbformat.write(notebook, str(root / layout.SOURCE_DIR / name / f"{name}.ipynb"))
+    return layout.Course(root)
 
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
     """The toy course, built once."""
     the_course = make_course(tmp_path_factory.mktemp("course"), {TOY: toy_source()})
-    course.build(the_course)
+    release.build(the_course)
     return the_course
 
 
@@ -85,25 +85,25 @@ def cells_by_id(notebook):
 # locating the course, configuration
 
 def test_find_course_is_the_repository():
-    assert course.find_course().root == REPO
+    assert layout.find_course().root == REPO
 
 
 def test_find_course_without_solutions_says_where_it_looked(tmp_path):
-    with pytest.raises(course.CourseError, match=re.escape(str(tmp_path))):
-        course.find_course(tmp_path)
+    with pytest.raises(layout.CourseError, match=re.escape(str(tmp_path))):
+        layout.find_course(tmp_path)
 
 
 def test_select_rejects_an_unknown_assignment(tmp_path):
     the_course = make_course(tmp_path, {TOY: toy_source()})
     assert the_course.select() == [TOY]
-    with pytest.raises(course.CourseError, match="unknown assignment '42_nope'"):
+    with pytest.raises(layout.CourseError, match="unknown assignment '42_nope'"):
         the_course.select(["42_nope"])
 
 
 def test_repository_config_matches_the_layout_the_code_uses():
-    config = course.nbgrader_config(course.find_course(), REPO)
-    assert config.CourseDirectory.source_directory == course.SOURCE_DIR
-    assert config.CourseDirectory.release_directory == course.RELEASE_DIR
+    config = runner.nbgrader_config(layout.find_course(), REPO)
+    assert config.CourseDirectory.source_directory == layout.SOURCE_DIR
+    assert config.CourseDirectory.release_directory == layout.RELEASE_DIR
     assert config.Execute.timeout == config.ExecutePreprocessor.timeout
     assert config.IgnorePattern.enabled and config.OverwriteCells.add_missing_cells
 
@@ -117,13 +117,13 @@ def test_repository_config_matches_the_layout_the_code_uses():
     ("Warnings are for people who read them\n", False),
 ])
 def test_ignore_pattern_drops_library_warnings_only(stderr, ignored):
-    pattern = course.nbgrader_config(course.find_course(), REPO).IgnorePattern.pattern
+    pattern = runner.nbgrader_config(layout.find_course(), REPO).IgnorePattern.pattern
     assert bool(re.search(pattern, stderr)) == ignored
 
 
 def test_nbgrader_environment_puts_this_python_first_on_path(monkeypatch):
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
-    with course._nbgrader_environment():
+    with runner.nbgrader_environment():
         assert os.environ["PATH"].split(os.pathsep)[0] == os.path.dirname(sys.executable)
     assert os.environ["PATH"] == "/usr/bin:/bin"
 
@@ -144,13 +144,13 @@ def test_release_strips_solutions_and_hidden_tests(toy):
 
 @pytest.fixture(scope="module")
 def executed(toy):
-    return course.execute_notebook(toy.source_notebook(TOY))
+    return release.execute_notebook(toy.source_notebook(TOY))
 
 
 @pytest.mark.slow
 def test_release_has_no_outputs(executed, tmp_path):
     source_with_outputs = make_course(tmp_path, {TOY: executed})
-    course.build(source_with_outputs)
+    release.build(source_with_outputs)
     released = nbformat.read(str(source_with_outputs.release_notebook(TOY)), as_version=4)
     code = [cell for cell in released.cells if cell.cell_type == "code"]
     assert all(cell.outputs == [] and cell.execution_count is None for cell in code)
@@ -158,34 +158,34 @@ def test_release_has_no_outputs(executed, tmp_path):
 
 def test_build_is_deterministic_and_leaves_no_gradebook(toy):
     first = toy.release_notebook(TOY).read_bytes()
-    course.build(toy)
+    release.build(toy)
     assert toy.release_notebook(TOY).read_bytes() == first
     assert sorted(p.name for p in toy.root.iterdir()) == sorted(
-        [course.NBGRADER_CONFIG, course.SOURCE_DIR, course.RELEASE_DIR])
+        [layout.NBGRADER_CONFIG, layout.SOURCE_DIR, layout.RELEASE_DIR])
 
 
 @pytest.mark.slow
 def test_plain_nbgrader_command_makes_the_same_release(toy, tmp_path):
     """`nbgrader generate_assignment`, as its docs describe, reads the same config."""
-    shutil.copytree(toy.root / course.SOURCE_DIR, tmp_path / course.SOURCE_DIR)
+    shutil.copytree(toy.root / layout.SOURCE_DIR, tmp_path / layout.SOURCE_DIR)
     shutil.copy(toy.config_file, tmp_path)
     subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", TOY, "--no-db"],
                    cwd=tmp_path, check=True, capture_output=True)
-    assert (course.Course(tmp_path).release_notebook(TOY).read_bytes()
+    assert (layout.Course(tmp_path).release_notebook(TOY).read_bytes()
             == toy.release_notebook(TOY).read_bytes())
 
 
 def test_release_differences_reports_a_stale_notebook(toy):
-    assert course.release_differences(toy) == {}
-    release = toy.release_notebook(TOY)
-    committed = release.read_bytes()
-    notebook = nbformat.read(str(release), as_version=4)
+    assert release.release_differences(toy) == {}
+    released_file = toy.release_notebook(TOY)
+    committed = released_file.read_bytes()
+    notebook = nbformat.read(str(released_file), as_version=4)
     cells_by_id(notebook)["test_square_basic"].source += "\nassert square(0) == 0"
-    nbformat.write(notebook, str(release))
+    nbformat.write(notebook, str(released_file))
     try:
-        stale = course.release_differences(toy)
+        stale = release.release_differences(toy)
     finally:
-        release.write_bytes(committed)
+        released_file.write_bytes(committed)
     assert list(stale) == [TOY]
     assert "test_square_basic" in stale[TOY][0]
 
@@ -193,7 +193,7 @@ def test_release_differences_reports_a_stale_notebook(toy):
 def test_release_differences_reports_missing_and_orphan_releases(tmp_path):
     the_course = make_course(tmp_path, {TOY: toy_source()})
     (the_course.notebooks / "98_removed").mkdir(parents=True)
-    stale = course.release_differences(the_course)
+    stale = release.release_differences(the_course)
     assert "is missing" in stale[TOY][0]
     assert "has no source" in stale["98_removed"][0]
 
@@ -206,7 +206,7 @@ def test_run_solutions_reports_time_and_the_failing_cell(tmp_path):
     broken = toy_source()
     broken.cells[1].source = "1 / 0"
     the_course = make_course(tmp_path, {TOY: toy_source(), "98_broken": broken})
-    results = {r.assignment: r for r in course.run_solutions(the_course)}
+    results = {r.assignment: r for r in release.run_solutions(the_course)}
     assert results[TOY].error is None and results[TOY].seconds > 0
     assert results["98_broken"].error.startswith("ZeroDivisionError")
 
@@ -267,7 +267,7 @@ def _from_another_course(notebook):
 @pytest.fixture(scope="module")
 def graded(toy, tmp_path_factory):
     """Grade every kind of submission once, without the venv's bin on PATH."""
-    submitted = tmp_path_factory.mktemp("submissions") / course.SUBMITTED_DIR
+    submitted = tmp_path_factory.mktemp("submissions") / layout.SUBMITTED_DIR
     released = _released(toy)
     # Sorted by name, so the endless loop is graded first and blocks no one.
     submissions = {
@@ -289,7 +289,8 @@ def graded(toy, tmp_path_factory):
     course_dir = tmp_path_factory.mktemp("grading")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PATH", "/usr/bin:/bin")
-        grades, notices = course.grade(toy, submitted.parent, course_dir=course_dir, timeout=3)
+        run = grading.grade(toy, submitted.parent, course_dir=course_dir, timeout=3)
+    grades, notices = run.grades, run.notices
     return {g.student: g for g in grades}, notices, course_dir
 
 
@@ -346,29 +347,29 @@ def test_bad_submissions_are_reported_and_others_graded(graded):
 @pytest.mark.slow
 def test_table_and_csv(graded, tmp_path):
     grades = list(graded[0].values())
-    table = course.format_table(grades).splitlines()
+    table = grading.format_table(grades).splitlines()
     assert table[0].split() == ["student", TOY, "total"]
     rows = {line.split()[0]: line.split()[1:] for line in table[1:] if not line.startswith("*")}
     assert rows["solved"] == ["3/5*", "3/5"]
     assert rows["not_json"][:2] == ["not", "graded"]
-    course.write_csv(grades, tmp_path / "scores.csv")
+    grading.write_csv(grades, tmp_path / "scores.csv")
     lines = (tmp_path / "scores.csv").read_text().splitlines()
     assert lines[0] == "student,assignment,notebook,score,max_score,needs_manual_grade,problem"
     assert f"solved,{TOY},{TOY},3.0,5.0,True," in lines
 
 
 def test_find_submissions_accepts_the_course_folder_or_submitted(tmp_path):
-    (tmp_path / course.SUBMITTED_DIR / "ada" / TOY).mkdir(parents=True)
-    for path in (tmp_path, tmp_path / course.SUBMITTED_DIR):
-        assert [(s.student, s.assignment) for s in course.find_submissions(path)] == [
+    (tmp_path / layout.SUBMITTED_DIR / "ada" / TOY).mkdir(parents=True)
+    for path in (tmp_path, tmp_path / layout.SUBMITTED_DIR):
+        assert [(s.student, s.assignment) for s in grading.find_submissions(path)] == [
             ("ada", TOY)]
 
 
 def test_find_submissions_explains_bad_input(tmp_path):
-    with pytest.raises(course.CourseError, match="no such folder"):
-        course.find_submissions(tmp_path / "missing")
-    with pytest.raises(course.CourseError, match="submitted/<student>/<assignment>"):
-        course.find_submissions(tmp_path)
+    with pytest.raises(layout.CourseError, match="no such folder"):
+        grading.find_submissions(tmp_path / "missing")
+    with pytest.raises(layout.CourseError, match="submitted/<student>/<assignment>"):
+        grading.find_submissions(tmp_path)
 
 
 # ---------------------------------------------------------------------------
@@ -378,10 +379,10 @@ REAL = ["01_batch_statistics", "04_train_vs_eval"]
 BIASED_VAR_MISTAKE = "def batch_var(x):\n    return x.var(axis=0, ddof=1)"
 
 
-def _points(release, exercise=None):
+def _points(notebook, exercise=None):
     """Points of the release's test cells (of one exercise, or all of them)."""
     prefix = f"test_{exercise}_" if exercise else "test_"
-    return sum(cell.metadata["nbgrader"].get("points", 0) for cell in release.cells
+    return sum(cell.metadata["nbgrader"].get("points", 0) for cell in notebook.cells
                if cell.metadata.get("nbgrader", {}).get("grade_id", "").startswith(prefix))
 
 
@@ -413,21 +414,21 @@ def _real_submissions(releases, solved):
 @pytest.fixture(scope="module")
 def real_graded(tmp_path_factory):
     """Grade the four students once, keeping the course directory for feedback."""
-    real = course.find_course()
+    real = layout.find_course()
     root = tmp_path_factory.mktemp("real_release")
-    course.copy_course(real, root)
-    course.generate(real, root, REAL)
-    releases = {a: nbformat.read(str(course.Course(root).release_notebook(a)), as_version=4)
+    release.copy_course(real, root)
+    release.generate(real, root, REAL)
+    releases = {a: nbformat.read(str(layout.Course(root).release_notebook(a)), as_version=4)
                 for a in REAL}
-    solved = {a: course.with_solutions(releases[a], nbformat.read(
+    solved = {a: release.with_solutions(releases[a], nbformat.read(
         str(real.source_notebook(a)), as_version=4)) for a in REAL}
-    submitted = tmp_path_factory.mktemp("real_submissions") / course.SUBMITTED_DIR
+    submitted = tmp_path_factory.mktemp("real_submissions") / layout.SUBMITTED_DIR
     for student, notebooks in _real_submissions(releases, solved).items():
         for assignment, notebook in notebooks.items():
             (submitted / student / assignment).mkdir(parents=True)
             nbformat.write(notebook, str(submitted / student / assignment / f"{assignment}.ipynb"))
     course_dir = tmp_path_factory.mktemp("real_grading")
-    grades, _ = course.grade(real, submitted, course_dir=course_dir, timeout=10)
+    grades = grading.grade(real, submitted, course_dir=course_dir, timeout=10).grades
     scores = {(g.student, g.assignment): g.score for g in grades}
     return scores, releases, course_dir
 
@@ -456,7 +457,7 @@ def test_real_course_feedback_names_the_mistake(real_graded):
     """`nbgrader generate_feedback`, run as the instructor guide says, in the kept course dir."""
     import html
 
-    from bn_course.mistakes import mistake_named
+    from bn_course.checks import EXERCISES
 
     course_dir = real_graded[2]
     env = {**os.environ, "PATH": os.pathsep.join([os.path.dirname(sys.executable),
@@ -466,5 +467,5 @@ def test_real_course_feedback_names_the_mistake(real_graded):
                    cwd=course_dir, env=env, check=True, capture_output=True)
     feedback = course_dir / "feedback" / "mistake" / "01_batch_statistics"
     page = html.unescape((feedback / "01_batch_statistics.html").read_text())
-    mistake = mistake_named("batch_var", "unbiased-variance")
+    mistake = EXERCISES["batch_var"].mistake("unbiased-variance")
     assert mistake.diagnosis in page and mistake.hint in page

@@ -26,11 +26,12 @@ except ModuleNotFoundError:  # Python 3.10
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from bn_course import course, delivery
+from bn_course.instructor import colab, layout, workspace
+from bn_course.instructor.release import build, release_differences
 from conftest import http_get_when_up
 
 REPO = Path(__file__).resolve().parent.parent
-COURSE = course.find_course()
+COURSE = layout.find_course()
 ASSIGNMENTS = COURSE.assignments()
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 REPOSITORY_URL = PYPROJECT["project"]["urls"]["Repository"]
@@ -72,22 +73,22 @@ def test_notebook_starts_with_the_setup_cell_and_its_badges(path, assignment):
     setup, badges = cells[:2]
     assert setup.cell_type == "code" and "def install_bn_course():" in setup.source, (
         f"{path.relative_to(REPO)} lacks the generated setup cell: run `bn-course build`")
-    assert setup.source == delivery.setup_cell_source(
+    assert setup.source == colab.setup_cell_source(
         REPOSITORY_URL.removeprefix("https://github.com/"))
     assert f'"git+{REPOSITORY_URL}"' in setup.source
     assert badges.cell_type == "markdown"
     assert links(badges.source) == expected_links(assignment)
     for cell, grade_id in [(setup, "colab_setup"), (badges, "badges")]:
-        assert cell.metadata["tags"] == [delivery.GENERATED_TAG]
+        assert cell.metadata["tags"] == [colab.GENERATED_TAG]
         nbgrader = cell.metadata["nbgrader"]
         assert (nbgrader["grade_id"], nbgrader["locked"], nbgrader["grade"],
                 nbgrader["solution"]) == (grade_id, True, False, False)
-    assert sum(delivery.is_generated(cell) for cell in cells) == 2
+    assert sum(colab.is_generated(cell) for cell in cells) == 2
 
 
 def test_readme_has_one_badge_line_under_its_title():
     lines = (REPO / "README.md").read_text().splitlines()
-    badge_lines = [i for i, line in enumerate(lines) if delivery.README_MARK in line]
+    badge_lines = [i for i, line in enumerate(lines) if colab.README_MARK in line]
     assert len(badge_lines) == 1, "run `bn-course build` to add the README's badge line"
     assert badge_lines[0] <= 3 and lines[0].startswith("# ")
     assert links(lines[badge_lines[0]]) == expected_links(ASSIGNMENTS[0])
@@ -105,7 +106,7 @@ def simulated(monkeypatch):
 
     def run(colab, installed, pip_works=True):
         commands = []
-        pip_names = {package: module for module, package in delivery.LIGHT_DEPENDENCIES.items()}
+        pip_names = {package: module for module, package in colab.LIGHT_DEPENDENCIES.items()}
 
         def fake_pip(command):
             commands.append(command)
@@ -120,7 +121,7 @@ def simulated(monkeypatch):
             monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
         else:
             monkeypatch.delitem(sys.modules, "google.colab", raising=False)
-        exec(delivery.setup_cell_source("someone/some-course"), {})  # noqa: S102 -- the cell
+        exec(colab.setup_cell_source("someone/some-course"), {})  # noqa: S102 -- the cell
         return commands
 
     return run
@@ -156,7 +157,7 @@ def test_setup_cell_on_colab_adds_only_the_missing_light_dependencies(simulated)
 def test_setup_cell_never_installs_torch_numpy_or_matplotlib(simulated):
     commands = simulated(colab=True, installed=set())
     installed_args = {arg for command in commands for arg in command[len(PIP):]}
-    assert not installed_args & set(delivery.PREINSTALLED_ON_COLAB)
+    assert not installed_args & set(colab.PREINSTALLED_ON_COLAB)
 
 
 def test_setup_cell_says_when_a_restart_is_needed(simulated, capsys):
@@ -174,21 +175,21 @@ def dependency_names(python_version="3.12"):
 
 def test_setup_cell_knows_every_dependency_of_the_package():
     names = dependency_names()
-    assert names == {*delivery.PREINSTALLED_ON_COLAB, *map(canonicalize_name,
-                                                           delivery.LIGHT_DEPENDENCIES.values())}
+    assert names == {*colab.PREINSTALLED_ON_COLAB, *map(canonicalize_name,
+                                                           colab.LIGHT_DEPENDENCIES.values())}
 
 
 # ---------------------------------------------------------------------------
 # The one setting, and the build
 
 def test_repository_reads_owner_and_name_from_pyproject(tmp_path):
-    assert delivery.repository(tmp_path) is None  # no pyproject.toml: no generated cells
+    assert colab.repository(tmp_path) is None  # no pyproject.toml: no generated cells
     pyproject = tmp_path / "pyproject.toml"
     pyproject.write_text('[project.urls]\nRepository = "https://github.com/ada/bn.git"\n')
-    assert delivery.repository(tmp_path) == "ada/bn"
+    assert colab.repository(tmp_path) == "ada/bn"
     pyproject.write_text('[project.urls]\nRepository = "https://gitlab.com/ada/bn"\n')
-    with pytest.raises(course.CourseError, match="not a GitHub URL"):
-        delivery.repository(tmp_path)
+    with pytest.raises(layout.CourseError, match="not a GitHub URL"):
+        colab.repository(tmp_path)
 
 
 @pytest.fixture
@@ -196,12 +197,12 @@ def forked_course(tmp_path):
     """A copy of notebook 01's source in a course whose repository is someone's fork."""
     assignment = "01_batch_statistics"
     shutil.copytree(COURSE.source_notebook(assignment).parent,
-                    tmp_path / course.SOURCE_DIR / assignment)
-    shutil.copy(REPO / course.NBGRADER_CONFIG, tmp_path)
+                    tmp_path / layout.SOURCE_DIR / assignment)
+    shutil.copy(REPO / layout.NBGRADER_CONFIG, tmp_path)
     (tmp_path / "README.md").write_text("# A course\n\nSome text.\n")
     (tmp_path / "pyproject.toml").write_text(
         '[project.urls]\nRepository = "https://github.com/ada/fork"\n')
-    return course.Course(tmp_path), assignment
+    return layout.Course(tmp_path), assignment
 
 
 def built_files(the_course, assignment):
@@ -212,12 +213,12 @@ def built_files(the_course, assignment):
 @pytest.mark.slow
 def test_build_puts_the_generated_cells_once_and_twice_is_byte_identical(forked_course):
     the_course, assignment = forked_course
-    course.build(the_course)
+    build(the_course)
     first = [path.read_bytes() for path in built_files(the_course, assignment)]
-    course.build(the_course)
+    build(the_course)
     assert [path.read_bytes() for path in built_files(the_course, assignment)] == first
     release = read(the_course.release_notebook(assignment))
-    assert sum(delivery.is_generated(cell) for cell in release.cells) == 2
+    assert sum(colab.is_generated(cell) for cell in release.cells) == 2
     assert "colab.research.google.com/github/ada/fork/blob/main/" in release.cells[1].source
     readme = (the_course.root / "README.md").read_text().splitlines()
     assert readme[0] == "# A course" and "ada/fork" in readme[2] and readme[4] == "Some text."
@@ -226,13 +227,13 @@ def test_build_puts_the_generated_cells_once_and_twice_is_byte_identical(forked_
 @pytest.mark.slow
 def test_a_new_repository_url_replaces_the_generated_cells(forked_course):
     the_course, assignment = forked_course
-    course.build(the_course)
+    build(the_course)
     (the_course.root / "pyproject.toml").write_text(
         '[project.urls]\nRepository = "https://github.com/bob/other"\n')
-    stale = course.release_differences(the_course)
+    stale = release_differences(the_course)
     assert "generated Colab/Binder cells are missing or out of date" in stale[assignment][0]
-    course.build(the_course)
-    assert course.release_differences(the_course) == {}
+    build(the_course)
+    assert release_differences(the_course) == {}
     for path in built_files(the_course, assignment):
         text = path.read_text()
         assert "bob/other" in text and "ada/fork" not in text
@@ -307,16 +308,16 @@ def release(tmp_path):
 
 def test_first_use_copies_every_notebook(release, tmp_path):
     work = tmp_path / "work"
-    assert delivery.sync_working_folder(release, work) == [f"copied 2 notebooks into {work}"]
+    assert workspace.sync_working_folder(release, work) == [f"copied 2 notebooks into {work}"]
     assert (work / "01_a" / "01_a.ipynb").read_text() == "release 1 of a"
-    assert delivery.sync_working_folder(release, work) == []
+    assert workspace.sync_working_folder(release, work) == []
 
 
 def test_a_new_release_replaces_a_notebook_the_student_did_not_edit(release, tmp_path):
     work = tmp_path / "work"
-    delivery.sync_working_folder(release, work)
+    workspace.sync_working_folder(release, work)
     make_release(release, {"01_a": "release 2 of a"})
-    messages = delivery.sync_working_folder(release, work)
+    messages = workspace.sync_working_folder(release, work)
     assert messages == ["updated 01_a/01_a.ipynb to the new release (you had not edited it)"]
     assert (work / "01_a" / "01_a.ipynb").read_text() == "release 2 of a"
     assert not (work / "01_a" / "01_a.new.ipynb").exists()
@@ -324,21 +325,21 @@ def test_a_new_release_replaces_a_notebook_the_student_did_not_edit(release, tmp
 
 def test_a_new_release_goes_beside_an_edited_notebook(release, tmp_path):
     work = tmp_path / "work"
-    delivery.sync_working_folder(release, work)
+    workspace.sync_working_folder(release, work)
     (work / "01_a" / "01_a.ipynb").write_text("my answers")
-    assert delivery.sync_working_folder(release, work) == []  # edits, no new release
+    assert workspace.sync_working_folder(release, work) == []  # edits, no new release
     make_release(release, {"01_a": "release 2 of a"})
-    [message] = delivery.sync_working_folder(release, work)
+    [message] = workspace.sync_working_folder(release, work)
     assert "01_a.new.ipynb" in message and "has your edits" in message
     assert (work / "01_a" / "01_a.ipynb").read_text() == "my answers"
     assert (work / "01_a" / "01_a.new.ipynb").read_text() == "release 2 of a"
-    assert delivery.sync_working_folder(release, work) == []  # said once
+    assert workspace.sync_working_folder(release, work) == []  # said once
 
 
 def test_a_folder_without_a_record_never_loses_a_notebook(release, tmp_path):
     work = tmp_path / "work"
     make_release(work, {"01_a": "a notebook from elsewhere"})
-    messages = delivery.sync_working_folder(release, work)
+    messages = workspace.sync_working_folder(release, work)
     assert (work / "01_a" / "01_a.ipynb").read_text() == "a notebook from elsewhere"
     assert (work / "01_a" / "01_a.new.ipynb").read_text() == "release 1 of a"
     assert messages[0] == f"copied 1 notebook into {work}"
@@ -346,7 +347,7 @@ def test_a_folder_without_a_record_never_loses_a_notebook(release, tmp_path):
 
 def test_an_editable_install_finds_the_release_in_the_repository():
     assert not (REPO / "bn_course" / "notebooks").exists()
-    assert delivery.release_folder() == COURSE.notebooks
+    assert workspace.release_folder() == COURSE.notebooks
 
 
 def free_port():

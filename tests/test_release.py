@@ -5,24 +5,24 @@ import nbclient
 import nbformat
 import pytest
 
-from bn_course import course
+from bn_course.instructor import layout, release
 
-COURSE = course.find_course()
+COURSE = layout.find_course()
 ASSIGNMENTS = COURSE.assignments()
 
 
 @pytest.fixture(scope="module")
 def stale():
-    return course.release_differences(COURSE)
+    return release.release_differences(COURSE)
 
 
 @pytest.fixture(scope="module")
 def fresh(tmp_path_factory):
     """A fresh release of every assignment, generated from solutions/ as they are now."""
     root = tmp_path_factory.mktemp("release")
-    course.copy_course(COURSE, root)
-    course.generate(COURSE, root, ASSIGNMENTS)
-    return course.Course(root)
+    release.copy_course(COURSE, root)
+    release.generate(COURSE, root, ASSIGNMENTS)
+    return layout.Course(root)
 
 
 def grade_id(cell):
@@ -60,7 +60,7 @@ def test_every_release_has_a_source(stale):
 @pytest.mark.slow
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
 def test_solution_runs_top_to_bottom_and_its_tests_are_silent(assignment):
-    executed = course.execute_notebook(COURSE.source_notebook(assignment), timeout=300)
+    executed = release.execute_notebook(COURSE.source_notebook(assignment), timeout=300)
     for cell in filter(is_test_cell, executed.cells):
         assert stderr_of(cell) == "", f"{grade_id(cell)} writes to stderr: nbgrader gives it 0"
 
@@ -71,7 +71,7 @@ def test_solved_release_runs_and_every_self_check_passes(assignment, fresh):
     """The release with the reference answers pasted into its solution cells."""
     release = nbformat.read(str(fresh.release_notebook(assignment)), as_version=4)
     source = nbformat.read(str(COURSE.source_notebook(assignment)), as_version=4)
-    executed = course.execute_notebook(course.with_solutions(release, source),
+    executed = release.execute_notebook(release.with_solutions(release, source),
                                        cwd=fresh.release_notebook(assignment).parent, timeout=300)
     for cell in executed.cells:
         if grade_id(cell).startswith("check_"):

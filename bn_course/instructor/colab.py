@@ -1,4 +1,4 @@
-"""Getting the notebooks to students: Colab, Binder and a working folder for `bn-course lab`.
+"""Colab and Binder: the generated setup cell and badges of every notebook.
 
 ``bn-course build`` puts two generated cells at the top of every source notebook
 (solutions/), so that nbgrader's release carries them as they are: a setup cell
@@ -6,18 +6,13 @@ that installs the package on Colab, and the "Open in Colab" / "Launch Binder"
 badges. Both, and the README's badge line, come from one setting: the GitHub URL
 in pyproject.toml's ``[project.urls] Repository``. The cells carry the tag
 ``GENERATED_TAG``, so that the next build replaces them instead of adding more.
-
-``bn-course lab`` copies the release notebooks into a working folder and never
-overwrites a notebook the student has edited.
 """
 
-import hashlib
 import json
 import re
-import shutil
 from pathlib import Path
 
-from bn_course.course import RELEASE_DIR, CourseError
+from bn_course.instructor.layout import RELEASE_DIR, CourseError
 
 GENERATED_TAG = "bn-course-generated"
 BRANCH = "main"
@@ -202,73 +197,3 @@ def update_readme(course, repo, assignment):
         return False
     path.write_text(updated, encoding="utf-8")
     return True
-
-
-# ---------------------------------------------------------------------------
-# The student's working folder
-
-MANIFEST = ".bn-course-release.json"  # release notebook -> hash of the copy made from it
-
-
-def release_folder():
-    """The release notebooks: shipped inside the package (a wheel), or the repository's
-    notebooks/ for an editable install."""
-    packaged = Path(__file__).resolve().parent / RELEASE_DIR
-    if packaged.is_dir():
-        return packaged
-    from bn_course.course import find_course
-
-    return find_course().notebooks
-
-
-def sync_working_folder(release, folder):
-    """Copy the release notebooks into ``folder``; returns what it did, for the student.
-
-    A notebook still as it was copied is replaced by a newer release; one the
-    student has edited is never overwritten: the newer release goes beside it as
-    ``NN_slug.new.ipynb``.
-    """
-    release, folder = Path(release), Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    manifest_path = folder / MANIFEST
-    copied_from = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-    messages, added = [], 0
-    for source in sorted(release.glob("*/*.ipynb")):
-        name = source.relative_to(release).as_posix()
-        target, new = folder / name, _digest(source)
-        if not target.exists():
-            _copy(source, target)
-            copied_from[name] = new
-            added += 1
-        elif _digest(target) == new:
-            copied_from[name] = new
-        elif copied_from.get(name) == new:
-            pass  # the student's edits of the current release
-        elif _digest(target) == copied_from.get(name):
-            _copy(source, target)
-            copied_from[name] = new
-            messages.append(f"updated {name} to the new release (you had not edited it)")
-        else:
-            messages += _put_beside(source, target, name, new)
-    manifest_path.write_text(json.dumps(copied_from, indent=1, sort_keys=True) + "\n")
-    if added:
-        messages.insert(0, f"copied {added} notebook{'s' * (added > 1)} into {folder}")
-    return messages
-
-
-def _put_beside(source, target, name, new):
-    beside = target.with_suffix(".new.ipynb")
-    if beside.exists() and _digest(beside) == new:
-        return []
-    _copy(source, beside)
-    return [(f"{name} has your edits, so it was left as it is; the new release is "
-             f"beside it: {beside.name}")]
-
-
-def _copy(source, target):
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, target)
-
-
-def _digest(path):
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
