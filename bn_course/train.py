@@ -82,25 +82,48 @@ def make_mlp(in_features, hidden, depth, num_classes, bn, activation="relu", ini
     if bn_noise and not bn:
         raise ValueError("bn_noise shifts the output of BatchNorm: it needs bn=True")
     layers, width = [], in_features
-    for block in range(depth):
+    for _ in range(depth):
         # BN subtracts the batch mean, which cancels any constant a bias adds, and its beta
         # shifts the output instead: a bias before BN would be a parameter that learns nothing.
         layers.append(nn.Linear(width, hidden, bias=not bn))
         if bn:
             layers.append(nn.BatchNorm1d(hidden))
-        if bn_noise:
-            # Its own stream per layer, so the weights are those of the model without noise.
-            noise_seed = int(np.random.SeedSequence([seed, block]).generate_state(1)[0])
-            layers.append(RandomShift(hidden, bn_noise, seed=noise_seed))
         layers.append(ACTIVATIONS[activation]())
         width = hidden
     layers.append(nn.Linear(width, num_classes))
     model = nn.Sequential(*layers)
-    _init_linear_layers(model, init_scale, torch.Generator().manual_seed(seed))
+    if bn_noise:
+        model = with_random_shifts(model, nn.BatchNorm1d, bn_noise, seed)
+    init_linear_layers(model, init_scale, seed)
     return model
 
 
-def _init_linear_layers(model, init_scale, generator):
+def with_random_shifts(model, after, strength, seed=0):
+    """A Sequential with the layers of ``model`` and a ``RandomShift`` of ``strength`` after
+    every layer of type ``after`` (a normalization layer class)."""
+    layers, shifted = [], 0
+    for layer in model:
+        layers.append(layer)
+        if isinstance(layer, after):
+            # Its own stream per layer, so the weights are those of the model without noise.
+            noise_seed = int(np.random.SeedSequence([seed, shifted]).generate_state(1)[0])
+            layers.append(RandomShift(layer_width(layer), strength, seed=noise_seed))
+            shifted += 1
+    return nn.Sequential(*layers)
+
+
+def layer_width(layer):
+    """The number of features of a normalization layer: ``num_features``, or the length of
+    its ``weight``."""
+    width = getattr(layer, "num_features", None)
+    return width if width is not None else len(layer.weight)
+
+
+def init_linear_layers(model, init_scale, seed=0):
+    """Gaussian weights with standard deviation ``init_scale / sqrt(fan_in)`` and zero
+    biases for every Linear layer of ``model``, in order, from a generator seeded with
+    ``seed``: two models whose Linear layers have the same shapes get the same weights."""
+    generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for layer in model.modules():
             if isinstance(layer, nn.Linear):
@@ -108,6 +131,7 @@ def _init_linear_layers(model, init_scale, generator):
                 nn.init.normal_(layer.weight, std=std, generator=generator)
                 if layer.bias is not None:
                     layer.bias.zero_()
+    return model
 
 
 @dataclass
@@ -228,28 +252,30 @@ def _progress_bar(iterable, enabled):
 
 
 def activation_inputs(model, x):
-    """What each activation function of ``model`` (a ``make_mlp`` network) receives for
-    the examples ``x``, as training computes it: one float32 array (N, units) per hidden
-    layer.
+    """What each activation function of ``model`` (a Sequential of Linear layers,
+    activations, normalization layers and ``RandomShift``s, as ``make_mlp`` builds)
+    receives for the examples ``x``, as training computes it: one float32 array
+    (N, units) per hidden layer.
 
     Training mode is what the paper's Figure 1 shows: BN normalizes with the statistics of
     the batch it is given, here ``x`` itself, and a ``RandomShift`` applies its latest draw.
-    Nothing in the model changes (BN's running statistics included), so recording during
-    training leaves the training run exactly as it would have been.
+    Nothing in the model changes (BN's running statistics included: a normalization layer
+    runs as a copy of itself), so recording during training leaves the training run
+    exactly as it would have been.
     """
     inputs = []
     x = torch.as_tensor(x)
     with torch.no_grad(), one_thread():
         for layer in model:
-            if isinstance(layer, nn.BatchNorm1d):
-                x = F.batch_norm(x, None, None, layer.weight, layer.bias, training=True,
-                                 eps=layer.eps)
-            elif isinstance(layer, RandomShift):
+            if isinstance(layer, RandomShift):
                 x = layer.apply_last_draw(x)
-            else:
-                if isinstance(layer, tuple(ACTIVATIONS.values())):
-                    inputs.append(x.numpy().copy())
+            elif isinstance(layer, tuple(ACTIVATIONS.values())):
+                inputs.append(x.numpy().copy())
                 x = layer(x)
+            elif isinstance(layer, nn.Linear):
+                x = layer(x)
+            else:  # a normalization layer: batch statistics, running ones left alone
+                x = copy.deepcopy(layer).train()(x)
     return inputs
 
 
@@ -282,12 +308,14 @@ def evaluate(model, x, y, batch_size=None, train_mode=False):
 def _accuracy(model, x, y, batch_size):
     correct = 0
     with torch.no_grad(), one_thread():
-        for batch in _batch_slices(len(x), batch_size):
+        for batch in batch_slices(len(x), batch_size):
             correct += (model(x[batch]).argmax(dim=1) == y[batch]).sum().item()
     return correct / len(x)
 
 
-def _batch_slices(n, batch_size):
+def batch_slices(n, batch_size):
+    """Slices that cut ``n`` examples into consecutive batches of ``batch_size``; a last
+    batch of one joins the batch before it (BatchNorm cannot normalize it in train mode)."""
     starts = list(range(0, n, batch_size))
     if len(starts) > 1 and n - starts[-1] == 1:
         starts.pop()  # a last batch of one joins the batch before it

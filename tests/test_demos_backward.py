@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from answers import solution
 
 from bn_course.demos import backward as demo
 from bn_course.reference.numpy import batchnorm_backward, batchnorm_forward
@@ -120,9 +121,27 @@ def test_step_slider_moves_the_marker_along_the_curve(not_grading):
     assert "1e-02" in panel.figure.axes[1].get_title()
 
 
-def test_step_panel_uses_the_function_it_is_given(not_grading):
+def test_step_panel_draws_the_course_answer_for_a_wrong_one(not_grading, capsys):
     panel = demo.step_size_panel(without_variance_path)
-    assert _marker_errors(panel)[0] > 1e-2  # a wrong dx never agrees, whatever h
+    assert _marker_errors(panel)[0] < 1e-6  # the exact dx: the course's, not the wrong one
+    assert "your `batchnorm_backward`, which does not pass" in capsys.readouterr().out
+
+
+def test_gradient_check_reports_a_crash_or_a_wrong_shape_in_one_line(capsys):
+    x, gamma, dout = demo.example_batch()
+
+    def unfinished(dout, x, gamma, eps=1e-5):
+        raise NotImplementedError()
+
+    def one_gradient(dout, x, gamma, eps=1e-5):
+        return dout
+
+    assert demo.gradient_check(unfinished, x, gamma, dout) is None
+    assert demo.gradient_check(one_gradient, x, gamma, dout) is None
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    assert "`unfinished`: it is not implemented yet" in lines[0]
+    assert "`one_gradient` to return (dx, dgamma, dbeta)" in lines[1]
 
 
 def test_step_panel_is_none_under_nbgrader(grading):
@@ -130,8 +149,8 @@ def test_step_panel_is_none_under_nbgrader(grading):
 
 
 def test_timing_table_times_numpy_and_torch(not_grading):
-    table = demo.timing_table(batchnorm_backward, batchnorm_backward, shape=(16, 8),
-                              repeats=1)
+    yours = solution("05_backward", "batchnorm_backward")
+    table = demo.timing_table(yours, yours, shape=(16, 8), repeats=1)
     names = [name for name, _ in table.rows]
     assert len(names) == 4 and "NumPy, compact (yours)" in names
     assert any("native" in name for name in names)

@@ -13,7 +13,6 @@ from bn_course.reference.numpy import (
 )
 from bn_course.timing import Timings
 
-
 # The answers to notebook 08's new exercises, as a student writes them (the course's own
 # answers join bn_course.reference once the lead merges their checkers).
 
@@ -31,9 +30,10 @@ def recompute_running_stats(batches):
 
 
 def fold_without_mean_shift(conv_weight, conv_bias, bn):
+    """Wrong: the folded bias forgets to subtract the running mean (NumPy inputs, as
+    the checker and the demos give them)."""
     weight, bias = fold_batchnorm(conv_weight, conv_bias, bn)
-    return weight, bias + np.asarray(bn.running_mean.detach()) * np.asarray(
-        (bn.weight / torch.sqrt(bn.running_var + bn.eps)).detach())
+    return weight, bias + bn.running_mean * bn.weight / np.sqrt(bn.running_var + bn.eps)
 
 
 # --- 1. folding ---------------------------------------------------------------------

@@ -71,13 +71,29 @@ def test_eps_zero_turns_the_constant_feature_into_nan(not_grading):
     assert _output_strip(panel, 1).var() == pytest.approx(1)
 
 
-def test_panel_draws_the_function_it_is_given(not_grading):
+def test_panel_draws_the_function_it_is_given_once_it_passes(not_grading):
+    calls = []
+
+    def yours(x, mean, var, eps=1e-5):
+        calls.append(x.shape)
+        return (x - mean) / np.sqrt(var + eps)
+
+    panel = demo.normalize_panel(yours)
+    called = len(calls)
+    panel.sliders["shift"].value = 10.0
+    assert len(calls) == called + 1  # the redraw ran it
+
+
+def test_a_wrong_normalize_is_named_and_the_course_answer_drawn(not_grading, capsys):
     def forgot_to_centre(x, mean, var, eps=1e-5):
         return x / np.sqrt(var + eps)
 
     panel = demo.normalize_panel(forgot_to_centre)
     panel.sliders["shift"].value = 10.0
-    assert _output_strip(panel, 0).mean() > 5
+    assert abs(_output_strip(panel, 0).mean()) < 1e-6  # centred: not the wrong answer's
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "your `normalize`, which does not pass" in out
+    assert "did not subtract the mean" in out
 
 
 def test_panel_is_none_under_nbgrader(monkeypatch):

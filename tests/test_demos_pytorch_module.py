@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
+from bn_course.checks import EXERCISES
 from bn_course.demos import pytorch_module as demo
-from bn_course.mistakes import mistakes_for
 from bn_course.reference.torch import BatchNorm2d
 
 
@@ -56,8 +56,8 @@ def test_compare_with_torch_shows_a_correct_module_agrees(not_grading, capsys):
 
 
 def test_compare_with_torch_shows_a_flipped_momentum(not_grading, capsys):
-    flipped = next(m.variant for m in mistakes_for("BatchNorm2d")
-                   if m.id == "momentum-convention-flipped")
+    exercise = EXERCISES["BatchNorm2d"]
+    flipped = exercise.implementation_of(exercise.mistake("momentum-convention-flipped"))
     demo.compare_with_torch(flipped, torch.device("cpu"))
     differences = _difference_rows(capsys.readouterr().out)
     running_mean, output = differences[:, 3], differences[:, 0]
@@ -70,26 +70,26 @@ def test_compare_with_torch_prints_nothing_under_nbgrader(grading, capsys):
     assert capsys.readouterr().out == ""
 
 
-def test_seed_pipeline_drops_the_conv_bias_only_when_bn_follows_it():
+def test_classic_pipeline_drops_the_conv_bias_only_when_bn_follows_it():
     x = torch.randn(5, 64)
     for order, has_bias in [("bn-relu", False), ("relu-bn", True)]:
-        model = demo.seed_pipeline(order=order)
+        model = demo.classic_pipeline(order=order)
         conv = model[1]
         assert isinstance(conv, nn.Conv2d) and (conv.bias is not None) == has_bias
         assert model(x).shape == (5, 10)
-    kinds = [type(layer).__name__ for layer in demo.seed_pipeline(BatchNorm2d)]
+    kinds = [type(layer).__name__ for layer in demo.classic_pipeline(BatchNorm2d)]
     assert kinds == ["Unflatten", "Conv2d", "BatchNorm2d", "ReLU", "Dropout", "Flatten",
                      "Linear"]
     with pytest.raises(ValueError, match="order"):
-        demo.seed_pipeline(order="bn-bn")
+        demo.classic_pipeline(order="bn-bn")
 
 
-def test_seed_pipeline_weights_depend_on_the_seed_only():
+def test_classic_pipeline_weights_depend_on_the_seed_only():
     state = torch.random.get_rng_state()
-    first, second = demo.seed_pipeline(seed=3), demo.seed_pipeline(seed=3)
+    first, second = demo.classic_pipeline(seed=3), demo.classic_pipeline(seed=3)
     assert torch.equal(torch.random.get_rng_state(), state)  # global RNG untouched
     assert torch.equal(first[1].weight, second[1].weight)
-    assert not torch.equal(first[1].weight, demo.seed_pipeline(seed=4)[1].weight)
+    assert not torch.equal(first[1].weight, demo.classic_pipeline(seed=4)[1].weight)
 
 
 def test_smoothed_is_a_trailing_moving_average():
@@ -99,7 +99,7 @@ def test_smoothed_is_a_trailing_moving_average():
 
 
 def test_training_curves_plot_each_model(not_grading):
-    fig = demo.training_curves({"a": demo.seed_pipeline(), "b": demo.seed_pipeline(seed=1)},
+    fig = demo.training_curves({"a": demo.classic_pipeline(), "b": demo.classic_pipeline(seed=1)},
                                steps=10)
     loss, accuracy = fig.axes
     assert len(loss.get_lines()) == 2 and len(accuracy.get_lines()) == 2
@@ -108,7 +108,7 @@ def test_training_curves_plot_each_model(not_grading):
 
 
 def test_training_curves_are_skipped_under_nbgrader(grading):
-    assert demo.training_curves({"a": demo.seed_pipeline()}) is None
+    assert demo.training_curves({"a": demo.classic_pipeline()}) is None
 
 
 @pytest.fixture(scope="module")

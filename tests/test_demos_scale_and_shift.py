@@ -43,13 +43,27 @@ def test_gamma_beta_sliders_redraw_the_output(not_grading):
     assert "mean -1.50, std 2.00" in panel.figure.axes[0].get_title()
 
 
-def test_panel_draws_the_function_it_is_given(not_grading):
+def test_panel_draws_the_function_it_is_given_once_it_passes(not_grading):
+    calls = []
+
+    def yours(x, gamma, beta, eps=1e-5):
+        calls.append(x.shape)
+        return gamma * (x - x.mean(axis=0)) / np.sqrt(x.var(axis=0) + eps) + beta
+
+    panel = demo.gamma_beta_panel(yours)
+    called = len(calls)
+    panel.sliders["beta"].value = 1.0
+    assert len(calls) == called + 1
+
+
+def test_a_wrong_answer_is_named_and_the_course_answer_drawn(not_grading, capsys):
     def shift_only(x, gamma, beta, eps=1e-5):
         return x + beta
 
-    x = demo.skewed_feature()
     panel = demo.gamma_beta_panel(shift_only)
-    np.testing.assert_allclose(_batch_in_sigmoid_plot(panel), x[:, 0])
+    drawn = _batch_in_sigmoid_plot(panel)
+    assert abs(drawn.mean()) < 1e-6 and drawn.std() == pytest.approx(1, abs=1e-3)
+    assert "your `batchnorm_forward`, which does not pass" in capsys.readouterr().out
 
 
 def test_panel_is_none_under_nbgrader(monkeypatch):

@@ -3,13 +3,16 @@
 NumPy and matplotlib only, except ``timing_table``, which also times PyTorch.
 """
 
+import functools
 from dataclasses import dataclass
 
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import numpy as np
 
-from bn_course.checks import relative_error
+from bn_course.demos._guard import Failed, call_yours, say, yours_or_none, yours_or_ours
+from bn_course.numerics import relative_error
+from bn_course.reference import numpy as ref
 from bn_course.widgets import grading, slider_panel
 
 # --- the forward pass and its numerical gradient ------------------------------
@@ -92,12 +95,33 @@ def gradient_check(backward, x, gamma, dout, eps=1e-5, h=1e-5):
     """Compare ``backward(dout, x, gamma, eps)`` with centered differences.
 
     A gradient agrees when its relative error is at most 1e-6, or when every entry
-    differs by at most 1e-8 (for gradients that are zero)."""
-    analytic = backward(dout, x, gamma, eps)
+    differs by at most 1e-8 (for gradients that are zero). ``backward`` may be wrong (that
+    is what the check is for); if it raises or does not return three gradients of the
+    right shapes, one line says so and the result is None."""
+    try:
+        analytic = call_yours(backward, dout, x, gamma, eps, what="gradient check")
+    except Failed:
+        return None
+    problem = _gradient_shape_problem(analytic, x, gamma)
+    if problem:
+        say(f"This gradient check needs `{getattr(backward, '__name__', 'backward')}` to "
+            f"return (dx, dgamma, dbeta): {problem}")
+        return None
     numeric = numerical_gradients(x, gamma, dout, eps, h)
     rows = [(name, relative_error(a, n), _max_difference(a, n))
             for name, a, n in zip(("dx", "dgamma", "dbeta"), analytic, numeric)]
     return GradientCheck(rows, h, np.asarray(x).dtype.name)
+
+
+def _gradient_shape_problem(gradients, x, gamma):
+    """What is wrong with ``gradients`` as (dx, dgamma, dbeta) for x and gamma, or ''."""
+    if not isinstance(gradients, (tuple, list)) or len(gradients) != 3:
+        return f"it returned {type(gradients).__name__}, not a tuple of three arrays."
+    shapes = {"dx": np.shape(x), "dgamma": np.shape(gamma), "dbeta": np.shape(gamma)}
+    for (name, shape), gradient in zip(shapes.items(), gradients):
+        if gradient is None or np.size(gradient) != np.prod(shape):
+            return f"{name} has shape {np.shape(gradient)}, expected {shape}."
+    return ""
 
 
 def _max_difference(a, b):
@@ -187,7 +211,11 @@ def step_errors(backward, x, gamma, dout, steps=STEPS, dtype=np.float64):
 
 def step_size_panel(backward, batch=None):
     """A slider for the finite-difference step h: the error of the numerical dx against
-    ``backward``'s (the student's function) as h varies, in float64 and float32."""
+    ``backward``'s (the student's function, once it passes its self-check) as h varies,
+    in float64 and float32."""
+    if grading():
+        return None
+    backward = yours_or_ours("batchnorm_backward", backward, ref.batchnorm_backward)
     x, gamma, dout = example_batch() if batch is None else batch
     curves = {dtype: step_errors(backward, x, gamma, dout, dtype=dtype)
               for dtype in (np.float64, np.float32)}
@@ -227,6 +255,10 @@ def timing_table(backward, backward_compact, shape=(256, 256), repeats=5, seed=0
     None under nbgrader: timing is not part of the grade."""
     if grading():
         return None
+    timed = {label: yours_or_none(name, function, what="timing")
+             for label, name, function in [
+                 ("NumPy, step by step (yours)", "batchnorm_backward", backward),
+                 ("NumPy, compact (yours)", "batchnorm_backward_compact", backward_compact)]}
     import torch
     import torch.nn.functional as F
 
@@ -248,10 +280,11 @@ def timing_table(backward, backward_compact, shape=(256, 256), repeats=5, seed=0
             torch.autograd.grad(out, (x_t, gamma_t, beta_t), dout_t)
         return run
 
+    yours = {label: functools.partial(function, dout, x, gamma)
+             for label, function in timed.items() if function is not None}
     with one_thread():
         return compare({
-            "NumPy, step by step (yours)": lambda: backward(dout, x, gamma),
-            "NumPy, compact (yours)": lambda: backward_compact(dout, x, gamma),
+            **yours,
             "PyTorch, from scratch (bn_course.reference.torch)":
                 torch_forward_backward(from_scratch.batch_norm),
             "PyTorch, native (F.batch_norm)": torch_forward_backward(F.batch_norm),

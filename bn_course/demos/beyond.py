@@ -19,7 +19,10 @@ import numpy as np
 from matplotlib.patches import Rectangle
 
 from bn_course import plots
-from bn_course.checks import relative_error
+from bn_course.demos._guard import array_shaped, running_yours, yours_or_ours
+from bn_course.numerics import relative_error
+from bn_course.reference import numpy as ref
+from bn_course.reference.case_files import BN_BUGS, CASE_LETTERS, planted_bug  # noqa: F401 (BN_BUGS: read by the notebook)
 from bn_course.widgets import grading, slider_panel
 
 
@@ -38,7 +41,26 @@ def _to_tensor(values, like):
     """The student's NumPy output as a tensor with the dtype of ``like``."""
     import torch
 
-    return torch.as_tensor(np.asarray(values, dtype=np.float64)).to(like.dtype)
+    return torch.as_tensor(_float64(values)).to(like.dtype)
+
+
+def _float64(values):
+    """A float64 NumPy array from an array or a tensor (detached: a tensor that requires
+    grad refuses np.asarray)."""
+    if hasattr(values, "detach"):
+        values = values.detach().cpu()
+    return np.asarray(values, dtype=np.float64)
+
+
+def _fold(fold_batchnorm, conv, bn):
+    """``fold_batchnorm`` called as its self-check calls it: NumPy arrays, and a ``bn``
+    with NumPy weight, bias, running_mean, running_var and eps."""
+    from types import SimpleNamespace
+
+    arrays = SimpleNamespace(eps=bn.eps, **{name: _float64(getattr(bn, name)) for name in
+                                            ("weight", "bias", "running_mean", "running_var")})
+    bias = None if conv.bias is None else _float64(conv.bias)
+    return fold_batchnorm(_float64(conv.weight), bias, arrays)
 
 
 # --- 1. folding BN into the convolution ------------------------------------------
@@ -70,17 +92,18 @@ def conv_bn_net(channels=32, depth=4, seed=0, dtype=None):
 
 def folded_conv(conv, bn, fold_batchnorm):
     """One Conv2d computing ``bn(conv(x))`` in eval mode, with the weight and bias that
-    ``fold_batchnorm(conv.weight, conv.bias, bn)`` returns (given torch tensors as they are)."""
+    ``fold_batchnorm`` returns for them (given as NumPy arrays, see ``_fold``)."""
     import torch
     from torch import nn
 
-    weight, bias = fold_batchnorm(conv.weight, conv.bias, bn)
+    weight, bias = _fold(fold_batchnorm, conv, bn)
     fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
                       conv.padding, conv.dilation, conv.groups, bias=True)
     fused = fused.to(conv.weight.dtype)
     with torch.no_grad():
-        fused.weight.copy_(_to_tensor(weight, conv.weight).reshape(conv.weight.shape))
-        fused.bias.copy_(_to_tensor(bias, conv.weight).reshape(-1))
+        fused.weight.copy_(_to_tensor(array_shaped(weight, tuple(conv.weight.shape)),
+                                      conv.weight))
+        fused.bias.copy_(_to_tensor(array_shaped(bias, (conv.out_channels,)), conv.weight))
     return fused.eval()
 
 
@@ -102,9 +125,15 @@ def folded_net(model, fold_batchnorm):
 def verify_fold(fold_batchnorm, seed=0):
     """Print how far the student's folding is from PyTorch's ``fuse_conv_bn_eval``, and
     from conv -> BN itself in eval and in train mode (float64, max relative error).
+    A fold that raises or returns the wrong shapes gets one line instead of the table.
     Nothing under nbgrader."""
     if grading():
         return
+    with running_yours("fold_batchnorm", what="check"):
+        _verify_fold(fold_batchnorm, seed)
+
+
+def _verify_fold(fold_batchnorm, seed):
     import torch
     from torch import nn
     from torch.nn.utils.fusion import fuse_conv_bn_eval
@@ -115,7 +144,7 @@ def verify_fold(fold_batchnorm, seed=0):
         conv_with_bias = nn.Conv2d(6, 6, 3, padding=1).to(torch.float64).eval()
     print("fold_batchnorm vs torch.nn.utils.fusion.fuse_conv_bn_eval (max relative error):")
     for name, layer in [("conv without bias", conv), ("conv with bias", conv_with_bias)]:
-        weight, bias = fold_batchnorm(layer.weight, layer.bias, bn)
+        weight, bias = _fold(fold_batchnorm, layer, bn)
         theirs = fuse_conv_bn_eval(layer, bn)
         print(f"  {name:<17}  weight {_error(weight, theirs.weight):.1e}, "
               f"bias {_error(bias, theirs.bias):.1e}")
@@ -133,8 +162,8 @@ def verify_fold(fold_batchnorm, seed=0):
 
 
 def _error(mine, theirs):
-    return relative_error(np.asarray(mine, dtype=np.float64).reshape(-1),
-                          theirs.detach().double().numpy().reshape(-1))
+    return relative_error(array_shaped(mine, tuple(theirs.shape)),
+                          theirs.detach().double().numpy())
 
 
 def fold_speedup(fold_batchnorm, channels=32, depth=4, batch_size=16, size=16, rounds=7):
@@ -147,6 +176,8 @@ def fold_speedup(fold_batchnorm, channels=32, depth=4, batch_size=16, size=16, r
     """
     if grading():
         return None
+    fold_batchnorm = yours_or_ours("fold_batchnorm", fold_batchnorm, ref.fold_batchnorm,
+                                   what="timing")
     import torch
 
     from bn_course.timing import Timings, compare
@@ -201,7 +232,8 @@ def normalization_axes_figure(num_examples=4, num_channels=6, num_groups=2):
 
 def compare_norms_with_torch(layernorm_forward, groupnorm_forward, seed=0):
     """Print the max relative error of the student's LayerNorm and GroupNorm against
-    torch.nn.functional.layer_norm / group_norm (float64). Nothing under nbgrader."""
+    torch.nn.functional.layer_norm / group_norm (float64). A function that raises or
+    returns the wrong shape gets one line instead of its rows. Nothing under nbgrader."""
     if grading():
         return
     import torch
@@ -209,22 +241,26 @@ def compare_norms_with_torch(layernorm_forward, groupnorm_forward, seed=0):
 
     rng = np.random.default_rng(seed)
     print("max relative error against torch.nn.functional (float64):")
-    for shape in [(8, 10), (4, 6, 5, 5)]:
-        x, gamma, beta = _norm_inputs(rng, shape)
-        # F.layer_norm takes an elementwise weight over the normalized axes: a per-channel
-        # gamma is broadcast over H and W to match.
-        weight = torch.from_numpy(gamma).reshape((-1,) + (1,) * (len(shape) - 2))
-        bias = torch.from_numpy(beta).reshape(weight.shape)
-        expected = F.layer_norm(torch.from_numpy(x), shape[1:],
-                                weight.expand(shape[1:]), bias.expand(shape[1:]), eps=1e-5)
-        print(f"  layernorm_forward, x {shape}:  "
-              f"{relative_error(layernorm_forward(x, gamma, beta), expected.numpy()):.1e}")
-    for groups in (1, 3, 6):
-        x, gamma, beta = _norm_inputs(rng, (4, 6, 5, 5))
-        expected = F.group_norm(torch.from_numpy(x), groups, torch.from_numpy(gamma),
-                                torch.from_numpy(beta), eps=1e-5)
-        print(f"  groupnorm_forward, x (4, 6, 5, 5), {groups} group(s):  "
-              f"{relative_error(groupnorm_forward(x, gamma, beta, groups), expected.numpy()):.1e}")
+    with running_yours("layernorm_forward"):
+        for shape in [(8, 10), (4, 6, 5, 5)]:
+            x, gamma, beta = _norm_inputs(rng, shape)
+            # F.layer_norm takes an elementwise weight over the normalized axes: a
+            # per-channel gamma is broadcast over H and W to match.
+            weight = torch.from_numpy(gamma).reshape((-1,) + (1,) * (len(shape) - 2))
+            bias = torch.from_numpy(beta).reshape(weight.shape)
+            expected = F.layer_norm(torch.from_numpy(x), shape[1:],
+                                    weight.expand(shape[1:]), bias.expand(shape[1:]), eps=1e-5)
+            yours = array_shaped(layernorm_forward(x, gamma, beta), shape)
+            print(f"  layernorm_forward, x {shape}:  "
+                  f"{relative_error(yours, expected.numpy()):.1e}")
+    with running_yours("groupnorm_forward"):
+        for groups in (1, 3, 6):
+            x, gamma, beta = _norm_inputs(rng, (4, 6, 5, 5))
+            expected = F.group_norm(torch.from_numpy(x), groups, torch.from_numpy(gamma),
+                                    torch.from_numpy(beta), eps=1e-5)
+            yours = array_shaped(groupnorm_forward(x, gamma, beta, groups), x.shape)
+            print(f"  groupnorm_forward, x (4, 6, 5, 5), {groups} group(s):  "
+                  f"{relative_error(yours, expected.numpy()):.1e}")
 
 
 def _norm_inputs(rng, shape):
@@ -334,10 +370,13 @@ def ghost_noise_figure(ghost_batchnorm_forward,
     prediction sqrt(1.5 / B). None under nbgrader."""
     if grading():
         return None
+    yours = yours_or_ours("ghost_batchnorm_forward", ghost_batchnorm_forward, None)
+    ghost_batchnorm_forward = yours or ref.ghost_batchnorm_forward
+    owner = "your" if yours else "the course's"
     sizes = np.array(virtual_batch_sizes)
     fig, ax = plt.subplots(figsize=(7, 3.6))
     ax.plot(sizes, ghost_noise(ghost_batchnorm_forward, sizes), "o-", lw=2,
-            label="your ghost_batchnorm_forward (batch of 512)")
+            label=f"{owner} ghost_batchnorm_forward (batch of 512)")
     ax.plot(sizes, np.sqrt(1.5 / sizes), "k--", lw=1, label=r"$\sqrt{1.5 / B}$")
     ax.set_xscale("log", base=2)
     ax.minorticks_off()
@@ -510,8 +549,11 @@ def precise_bn_lab(recompute_running_stats):
     and return the figure. None under nbgrader."""
     if grading():
         return None
-    result = precise_bn_experiment(recompute_running_stats)
-    print(f"your statistics vs PyTorch's momentum=None pass: max relative error "
+    yours = yours_or_ours("recompute_running_stats", recompute_running_stats, None,
+                          what="lab")
+    result = precise_bn_experiment(yours or ref.recompute_running_stats)
+    whose = "your" if yours else "the course's"
+    print(f"{whose} statistics vs PyTorch's momentum=None pass: max relative error "
           f"{result.torch_error:.1e}")
     for momentum in result.ema_accuracy:
         print(f"momentum {momentum:g}: test accuracy {100 * result.ema_accuracy[momentum]:.1f}% "
@@ -521,19 +563,6 @@ def precise_bn_lab(recompute_running_stats):
 
 
 # --- 5. case files: a planted BN bug to diagnose --------------------------------------
-
-BN_BUGS = ("eval-mode-forgotten", "stats-frozen-while-fine-tuning",
-           "dropout-before-batchnorm", "no-bug")
-
-# Which bug each case file hides. The notebook shows only the symptoms.
-_PLANTED = {"A": "stats-frozen-while-fine-tuning", "B": "dropout-before-batchnorm",
-            "C": "no-bug", "D": "eval-mode-forgotten"}
-
-
-def planted_bug(case):
-    """The bug behind a case file ("A" to "D"); the checker of diagnose_bn_bug uses it."""
-    return _PLANTED[case]
-
 
 def _case_model(dropout_on_input, seed):
     """Two Linear -> BN -> ReLU blocks and a linear head; Dropout(0.5) before the head,
@@ -684,7 +713,7 @@ def case_file_symptoms(pretrain_steps=200, fine_tune_steps=100, seed=0):
               eval_every=pretrain_steps, progress=False)
         return CaseFiles({
             case: _symptoms(_fine_tuned(bug, pretrained, new, fine_tune_steps, seed), bug, new)
-            for case, bug in _PLANTED.items()})
+            for case, bug in ((case, planted_bug(case)) for case in CASE_LETTERS)})
 
 
 def case_files():

@@ -14,6 +14,7 @@ import torch
 from matplotlib.collections import PolyCollection
 from torch import nn
 
+from bn_course.demos._guard import WrongOutput, running_yours, yours_or_ours
 from bn_course.widgets import grading
 
 # --- the device ---------------------------------------------------------------
@@ -109,6 +110,11 @@ def compare_with_torch(BatchNorm2d, device, channels=3, momentum=0.2, seed=0):
     float64, except on MPS, which has no float64. Nothing under nbgrader."""
     if grading():
         return
+    with running_yours("BatchNorm2d"):
+        _compare_with_torch(BatchNorm2d, device, channels, momentum, seed)
+
+
+def _compare_with_torch(BatchNorm2d, device, channels, momentum, seed):
     like = {"device": device,
             "dtype": torch.float32 if torch.device(device).type == "mps" else torch.float64}
     generator = torch.Generator().manual_seed(seed)
@@ -155,10 +161,14 @@ def _step(layer, x, dout):
 def _max_difference(a, b):
     if a is None or b is None:
         return float("nan")  # a gradient that never arrived
+    if not isinstance(a, torch.Tensor) or a.shape != b.shape:
+        shape = tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__
+        raise WrongOutput(f"{shape} where torch's layer gives a tensor of shape "
+                          f"{tuple(b.shape)}")
     return (a.detach().double() - b.detach().double()).abs().max().item()
 
 
-# --- the seed's pipeline on the digits ----------------------------------------
+# --- the classic pipeline on the digits ---------------------------------------
 
 @functools.lru_cache(maxsize=1)
 def digits():
@@ -167,16 +177,22 @@ def digits():
     return load_digits()
 
 
-def seed_pipeline(norm_layer=nn.BatchNorm2d, order="bn-relu", dropout=0.2, channels=8,
-                  seed=0):
-    """Conv -> BN -> ReLU -> Dropout -> FC for the 8x8 digits (the seed text's pipeline).
+def classic_pipeline(norm_layer=nn.BatchNorm2d, order="bn-relu", dropout=0.2, channels=8,
+                     seed=0):
+    """The classic Conv -> BN -> ReLU -> Dropout -> FC pipeline, for the 8x8 digits.
 
     The model takes flat (N, 64) images, as ``bn_course.train`` feeds them, and reshapes
     them to (N, 1, 8, 8). ``order="relu-bn"`` puts BN after the activation. The conv has
     no bias when BN follows it directly. The weights depend only on ``seed``.
+    ``norm_layer`` (a class, e.g. the student's ``BatchNorm2d``) is used once it passes
+    its self-check; until then the course's ``BatchNorm2d`` stands in for it.
     """
     if order not in ("bn-relu", "relu-bn"):
         raise ValueError(f'order must be "bn-relu" or "relu-bn", got {order!r}')
+    if norm_layer is not nn.BatchNorm2d:
+        from bn_course.reference.torch import BatchNorm2d
+
+        norm_layer = yours_or_ours("BatchNorm2d", norm_layer, BatchNorm2d, what="pipeline")
     with torch.random.fork_rng(devices=[]):  # seeded weights, global RNG left as it was
         torch.manual_seed(seed)
         conv = nn.Conv2d(1, channels, kernel_size=3, padding=1, bias=order == "relu-bn")

@@ -4,7 +4,9 @@ import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import numpy as np
 
-from bn_course.widgets import slider_panel
+from bn_course.demos._guard import yours_or_ours
+from bn_course.reference import numpy as ref
+from bn_course.widgets import grading, slider_panel
 
 SIGMOID_RANGE = (-8.0, 8.0)
 
@@ -70,7 +72,12 @@ def skewed_feature(seed=0, n=1000):
 
 def gamma_beta_panel(batchnorm_forward, x=None):
     """Sliders for gamma and beta; redraws ``batchnorm_forward(x, gamma, beta)``
-    (the student's function) as a histogram and as inputs to a sigmoid."""
+    (the student's function, once it passes its self-check) as a histogram and as
+    inputs to a sigmoid."""
+    if grading():
+        return None
+    batchnorm_forward = yours_or_ours("batchnorm_forward", batchnorm_forward,
+                                      ref.batchnorm_forward)
     x = skewed_feature() if x is None else x
 
     def draw(gamma, beta):

@@ -10,6 +10,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from bn_course.data import drifting_stream
+from bn_course.demos._guard import array_shaped, running_yours, yours_or_ours
+from bn_course.reference import numpy as ref
 from bn_course.widgets import grading, slider_panel
 
 MOMENTA = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
@@ -60,7 +62,12 @@ def track_stream(update_running_stats, stream, momentum):
 
 def momentum_panel(update_running_stats, stream=None):
     """A momentum slider over a stream whose mean drifts, as the input of a layer does
-    while the weights below it train; uses the student's ``update_running_stats``."""
+    while the weights below it train; uses the student's ``update_running_stats`` once it
+    passes its self-check."""
+    if grading():
+        return None
+    update_running_stats = yours_or_ours("update_running_stats", update_running_stats,
+                                         ref.update_running_stats)
     if stream is None:
         stream = drifting_stream(num_batches=200, batch_size=16, drift_per_batch=0.05)
     step = np.arange(1, len(stream.means) + 1)
@@ -94,8 +101,6 @@ def _wiggle(step, values):
     return float(np.std(values - (slope * step + intercept)))
 
 
-# --- torch, on one thread -----------------------------------------------------
-
 # --- the student's class next to torch.nn.BatchNorm1d --------------------------
 
 def compare_with_torch(BatchNorm1d, num_features=4, batch_size=8, momentum=0.2, seed=0):
@@ -105,6 +110,11 @@ def compare_with_torch(BatchNorm1d, num_features=4, batch_size=8, momentum=0.2, 
     Nothing under nbgrader (it would import torch for every submission)."""
     if grading():
         return
+    with running_yours("BatchNorm1d"):
+        _compare_with_torch(BatchNorm1d, num_features, batch_size, momentum, seed)
+
+
+def _compare_with_torch(BatchNorm1d, num_features, batch_size, momentum, seed):
     import torch
 
     from bn_course.train import one_thread
@@ -133,8 +143,7 @@ def compare_with_torch(BatchNorm1d, num_features=4, batch_size=8, momentum=0.2, 
 
 
 def _max_difference(mine, theirs):
-    return float(np.max(np.abs(np.asarray(mine, dtype=np.float64).reshape(theirs.shape)
-                               - theirs)))
+    return float(np.max(np.abs(array_shaped(mine, theirs.shape) - theirs)))
 
 
 # --- the "forgot model.eval()" lab ---------------------------------------------
@@ -144,11 +153,16 @@ class ForgotEvalResult:
     eval_accuracy: float         # model.eval(): the same for any batch size
     train_mode_accuracy: dict    # inference batch size -> accuracy in train mode
     steps: int
+    layer: str                   # whose BatchNorm1d ran the test images
+    torch_eval_accuracy: float   # the same network run by torch, in eval mode
 
 
-def forgot_eval_experiment(steps=300, batch_sizes=(2, 3, 4, 8, 32, 128), seed=0):
-    """Train a small MLP with BN on the digits, then test it in eval mode and, as if
-    ``model.eval()`` had been forgotten, in train mode on batches of each size."""
+def forgot_eval_experiment(BatchNorm1d=ref.BatchNorm1d, layer="the course's BatchNorm1d",
+                           steps=300, batch_sizes=(2, 3, 4, 8, 32, 128), seed=0):
+    """Train a small MLP with BN on the digits (torch), then test it with ``BatchNorm1d``
+    (a NumPy class with notebook 04's API, holding the trained parameters and running
+    statistics) in eval mode and, as if ``model.eval()`` had been forgotten, in train
+    mode on batches of each size."""
     from bn_course.data import load_digits
     from bn_course.train import evaluate, make_mlp, train
 
@@ -157,10 +171,74 @@ def forgot_eval_experiment(steps=300, batch_sizes=(2, 3, 4, 8, 32, 128), seed=0)
                      bn=True, seed=seed)
     train(model, data, steps=steps, lr=0.1, seed=seed, eval_every=steps)
     x_test, y_test = data.to_torch("test")
-    eval_accuracy = evaluate(model, x_test, y_test)
-    train_mode = {size: evaluate(model, x_test, y_test, batch_size=size, train_mode=True)
-                  for size in batch_sizes}
-    return ForgotEvalResult(eval_accuracy, train_mode, steps)
+    numpy_net = NumpyNet(model, BatchNorm1d)
+    x, y = x_test.numpy().astype(np.float64), y_test.numpy()
+    train_mode = {size: numpy_net.accuracy(x, y, size, train_mode=True) for size in batch_sizes}
+    return ForgotEvalResult(numpy_net.accuracy(x, y, len(x)), train_mode, steps, layer,
+                            evaluate(model, x_test, y_test))
+
+
+class NumpyNet:
+    """A trained ``make_mlp`` network (Linear, BatchNorm1d, ReLU) run in NumPy, with a
+    NumPy ``BatchNorm1d`` class (notebook 04's API) in place of each torch one."""
+
+    def __init__(self, model, BatchNorm1d):
+        from torch import nn
+
+        self.layers = []
+        for layer in model:
+            if isinstance(layer, nn.Linear):
+                bias = 0.0 if layer.bias is None else _numpy(layer.bias)
+                self.layers.append(("linear", (_numpy(layer.weight).T, bias)))
+            elif isinstance(layer, nn.BatchNorm1d):
+                self.layers.append(("bn", {name: _numpy(getattr(layer, torch_name))
+                                           for name, torch_name in _BN_STATE.items()}))
+            elif isinstance(layer, nn.ReLU):
+                self.layers.append(("relu", None))
+            else:
+                raise TypeError(f"NumpyNet runs Linear, BatchNorm1d and ReLU, not {layer}")
+        self.BatchNorm1d = BatchNorm1d
+
+    def accuracy(self, x, y, batch_size, train_mode=False):
+        """Fraction of the examples classified right, run in batches of ``batch_size``.
+        Every call starts from the trained state: train mode's updates of the running
+        statistics do not carry over (they would be the second bug)."""
+        from bn_course.train import batch_slices
+
+        forward = self._fresh(train_mode)
+        correct = sum(int((forward(x[batch]).argmax(axis=1) == y[batch]).sum())
+                      for batch in batch_slices(len(x), batch_size))
+        return correct / len(x)
+
+    def _fresh(self, train_mode):
+        steps = []
+        for kind, value in self.layers:
+            if kind == "linear":
+                weight, bias = value
+                steps.append(lambda x, weight=weight, bias=bias: x @ weight + bias)
+            elif kind == "bn":
+                bn = self.BatchNorm1d(len(value["gamma"]))
+                for name, array in value.items():
+                    setattr(bn, name, array.copy())
+                bn.train() if train_mode else bn.eval()
+                steps.append(lambda x, bn=bn: np.asarray(bn(x)))
+            else:
+                steps.append(lambda x: np.maximum(x, 0.0))
+
+        def forward(x):
+            for step in steps:
+                x = step(x)
+            return x
+
+        return forward
+
+
+_BN_STATE = {"gamma": "weight", "beta": "bias", "running_mean": "running_mean",
+             "running_var": "running_var"}
+
+
+def _numpy(tensor):
+    return tensor.detach().numpy().astype(np.float64)
 
 
 def forgot_eval_figure(result):
@@ -171,18 +249,25 @@ def forgot_eval_figure(result):
                   label="train mode (forgot model.eval())")
     ax.bar_label(bars, fmt="%.0f%%", padding=-14, color="white", fontsize=9)
     ax.axhline(100 * result.eval_accuracy, color="C0", lw=2,
-               label=f"eval mode, any batch size: {100 * result.eval_accuracy:.1f}%")
+               label=f"eval mode, any batch size: {100 * result.eval_accuracy:.1f}% "
+                     f"(torch: {100 * result.torch_eval_accuracy:.1f}%)")
     ax.axhline(10, color="0.5", ls=":", lw=1, label="chance (10 classes)")
     ax.set(xlabel="examples per batch at test time", ylabel="test accuracy (%)", ylim=(0, 105),
-           title=f"The same trained network ({result.steps} steps), two ways to run it")
+           title=f"The same trained network ({result.steps} steps), two ways to run it,\n"
+                 f"with {result.layer} in place of torch's")
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     plt.close(fig)  # shown once, as the cell's value
     return fig
 
 
-def forgot_eval_lab(steps=300):
-    """The lab in one call: train, test both ways, and plot. Nothing under nbgrader."""
+def forgot_eval_lab(BatchNorm1d=None, steps=300):
+    """The lab in one call: train, test both ways with ``BatchNorm1d`` (the student's, once
+    it passes its self-check; the course's otherwise), and plot. Nothing under nbgrader."""
     if grading():
         return None
-    return forgot_eval_figure(forgot_eval_experiment(steps=steps))
+    yours = BatchNorm1d is not None and yours_or_ours(
+        "BatchNorm1d", BatchNorm1d, None, what="lab") is not None
+    layer = "your BatchNorm1d" if yours else "the course's BatchNorm1d"
+    return forgot_eval_figure(forgot_eval_experiment(
+        BatchNorm1d if yours else ref.BatchNorm1d, layer, steps=steps))
