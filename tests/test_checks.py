@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import bn_course
-from bn_course.checks import NOTEBOOK_EXERCISES, CheckResult, Progress, check, grade
-from bn_course.exercises import EXERCISES, GROUPS
+from bn_course.checks import (EXERCISES, GROUPS, NOTEBOOK_EXERCISES, CheckResult, Progress,
+                              check, grade)
 
 CORRECT = []  # (exercise, implementation)
 
@@ -525,22 +525,29 @@ def recompute_stacked(batches):
     return stats[:, 0].mean(0), stats[:, 1].mean(0)
 
 
-def _answer_key():
-    from bn_course.demos.beyond import planted_bug
-
-    return {case: planted_bug(case) for case in "ABCD"}
-
-
+# A student reads the symptoms; the answers are written out here, as theirs would be
+# (reading them from bn_course.reference is calling the course's answer).
 @correct("diagnose_bn_bug")
 def diagnose_from_a_table(case):
-    return _answer_key()[case]
+    return {"A": "stats-frozen-while-fine-tuning", "B": "dropout-before-batchnorm",
+            "C": "no-bug", "D": "eval-mode-forgotten"}[case]
 
 
 @correct("diagnose_bn_bug")
 def diagnose_one_by_one(case):
-    from bn_course.demos.beyond import planted_bug
+    if case == "A":
+        return "stats-frozen-while-fine-tuning"
+    if case == "B":
+        return "dropout-before-batchnorm"
+    return "no-bug" if case == "C" else "eval-mode-forgotten"
 
-    return str(planted_bug(case))
+
+def test_reading_the_answer_key_is_not_a_pass():
+    """Regression: the key once lived in the demos, out of the watch's sight."""
+    from bn_course.reference.case_files import planted_bug
+
+    result = check("diagnose_bn_bug", lambda case: planted_bug(case))
+    assert not result.passed and result.mistake == "calls-course-reference", result.message
 
 
 def first_correct(exercise):
@@ -577,7 +584,8 @@ def test_grade_raises_the_diagnosis(group):
     expected = check("batch_var", unbiased, groups=(group,))
     with pytest.raises(AssertionError) as raised:
         grade("batch_var", unbiased, group)
-    assert str(raised.value) == expected.message
+    # The message, then the catalogue id on a line of its own for the class report.
+    assert str(raised.value) == expected.message + "\n[mistake: unbiased-variance]"
     assert "N - 1" in str(raised.value)
 
 

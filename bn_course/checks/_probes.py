@@ -1,0 +1,157 @@
+"""Probes: designed experiments that describe a wrong answer that no catalogued
+mistake explains. Each returns true sentences only; a probe that is not
+conclusive returns nothing.
+
+A probe is ``probe(exercise, candidate, played) -> [Observation, ...]``, where
+``played`` lists the cases as the candidate played them (see ``_core.Played``).
+"""
+
+import numpy as np
+
+from bn_course.checks._core import Observation, aligned
+from bn_course.numerics import relative_error
+
+EXACT = 1e-9
+
+
+def _first_function_case(played, needs=("x",)):
+    """The first played case that can be rerun and whose args include ``needs``."""
+    for p in played:
+        if p.case.rerun is not None and p.outputs is not None and all(
+                name in p.case.args for name in needs):
+            return p
+    return None
+
+
+def _values(outputs):
+    return [np.asarray(value, dtype=np.float64) for _, value in outputs]
+
+
+def _changes(before, after):
+    """Does any output differ between two runs?"""
+    return any(a.shape != b.shape or relative_error(a, b) > EXACT
+               for a, b in zip(_values(before), _values(after)))
+
+
+def ignores_eps(exercise, candidate, played):
+    """The output stays the same when eps changes (and the reference's does not)."""
+    p = _first_function_case(played)
+    if p is None:
+        return []
+    small, large = {"eps": 1e-8}, {"eps": 1.0}
+    reference_moves = _changes(p.case.rerun(exercise.reference, **small),
+                               p.case.rerun(exercise.reference, **large))
+    if reference_moves and not _changes(p.case.rerun(candidate, **small),
+                                        p.case.rerun(candidate, **large)):
+        return [Observation("ignores-eps", "Your output does not change when eps changes "
+                                           "(tried eps=1e-8 and eps=1): eps is not used.")]
+    return []
+
+
+def _named_factor(factor, n):
+    names = {n / (n - 1): f"N/(N-1) with N = {n}: the unbiased correction",
+             (n - 1) / n: f"(N-1)/N with N = {n}",
+             1 / n: f"1/N with N = {n}", float(n): f"N = {n}", -1.0: "the sign is flipped",
+             2.0: "twice", 0.5: "half"} if n > 1 else {-1.0: "the sign is flipped"}
+    for value, name in names.items():
+        if abs(factor - value) <= 1e-6 * abs(value):
+            return f" ({name})"
+    return ""
+
+
+def constant_factor(exercise, candidate, played):
+    """Each wrong output is the expected one times the same number."""
+    observations = []
+    for p in played:
+        n = np.shape(p.case.args["x"])[0] if "x" in p.case.args else 0
+        for label, want, got, problem in p.differences():
+            if problem != "differs":
+                continue
+            want = np.asarray(want, dtype=np.float64)
+            got = aligned(want, got).astype(np.float64)
+            usable = np.abs(want) > 1e-6 * np.max(np.abs(want))
+            if usable.sum() < 2 or np.any(got[~usable] != 0) and np.any(
+                    np.abs(got[~usable]) > 1e-6 * np.max(np.abs(got))):
+                continue
+            ratios = got[usable] / want[usable]
+            factor = float(np.median(ratios))
+            if np.all(np.abs(ratios - factor) <= 1e-6 * abs(factor)) and factor != 0:
+                observations.append(Observation(
+                    "constant-factor", f"On {p.case.description}, your {label} is exactly "
+                    f"{factor:.6g} times the expected values{_named_factor(factor, n)}."))
+        if observations:
+            return observations[:2]
+    return []
+
+
+def rows_depend_on_batch(exercise, candidate, played, train_mode=True):
+    """Change one example and see which rows of the output move."""
+    p = _first_function_case(played)
+    if p is None or np.ndim(p.case.args["x"]) != 2 or np.shape(p.case.args["x"])[0] < 3:
+        return []
+    x = np.array(p.case.args["x"], dtype=p.case.args["x"].dtype)
+    changed = x.copy()
+    changed[0] = changed[0] * 3.0 + 5.0
+
+    def others_move(implementation):
+        before = np.asarray(p.case.rerun(implementation)[0][1], dtype=np.float64)
+        after = np.asarray(p.case.rerun(implementation, x=changed)[0][1], dtype=np.float64)
+        return before.shape == x.shape and relative_error(before[1:], after[1:]) > EXACT
+
+    theirs, expected = others_move(candidate), others_move(exercise.reference)
+    if expected and not theirs:
+        return [Observation("rows-independent",
+                            "Changing one example of x leaves the other rows of your output "
+                            "unchanged: your statistics are not taken over the batch axis.")]
+    if theirs and not expected:
+        return [Observation("rows-depend-on-batch",
+                            "Changing one example of x changes the other rows of your output: "
+                            "here each example must be normalized on its own, with the given "
+                            "(running) statistics, not the batch's.")]
+    return []
+
+
+def normalized_statistics(exercise, candidate, played):
+    """With gamma = 1 and beta = 0, is the output centred, and is its variance right?"""
+    p = _first_function_case(played, needs=("x", "gamma", "beta"))
+    if p is None or np.ndim(p.case.args["x"]) != 2:
+        return []
+    x = p.case.args["x"]
+    d, n = x.shape[1], x.shape[0]
+    plain = {"gamma": np.ones(d, dtype=x.dtype), "beta": np.zeros(d, dtype=x.dtype),
+             "eps": 1e-8}
+    out = np.asarray(p.case.rerun(candidate, **plain)[0][1], dtype=np.float64)
+    if out.shape != x.shape:
+        return []
+    if np.max(np.abs(out.mean(axis=0))) > 1e-6:
+        return [Observation("not-centred", "With gamma = 1 and beta = 0, the per-feature mean "
+                                           "of your output is not 0: the batch mean is not "
+                                           "subtracted feature by feature.")]
+    variance = out.var(axis=0)
+    ratio = float(np.median(variance))
+    if np.all(np.abs(variance - ratio) <= 1e-4 * ratio) and abs(ratio - 1) > 1e-4:
+        return [Observation("wrong-scale",
+                            f"With gamma = 1 and beta = 0 your output is centred, but each "
+                            f"feature's variance is {ratio:.6g} instead of 1"
+                            f"{_named_factor(ratio, n)}: the division is off.")]
+    return []
+
+
+def dx_sums_to_zero(exercise, candidate, played):
+    """Batch norm's output does not change when every example of a feature moves by
+    the same amount, so dx sums to 0 over the batch."""
+    for p in played:
+        if p.outputs is None or not p.outputs or p.outputs[0][0] != "dx":
+            continue
+        dx = np.asarray(p.outputs[0][1], dtype=np.float64)
+        if dx.ndim == 2 and np.max(np.abs(dx.sum(axis=0))) > 1e-6 * max(1.0, np.abs(dx).sum()):
+            return [Observation("dx-does-not-sum-to-zero",
+                                "The sum of your dx over the batch is not 0. It must be: "
+                                "adding the same number to every example of a feature does "
+                                "not change batch norm's output, so no gradient can flow "
+                                "along that direction.")]
+        return []
+    return []
+
+
+FORWARD_PROBES = (ignores_eps, normalized_statistics, rows_depend_on_batch, constant_factor)

@@ -1,0 +1,362 @@
+"""Notebook 04, train vs eval: ``update_running_stats``, ``batchnorm_eval``, the
+NumPy layer ``BatchNorm1d`` and ``keras_to_torch_momentum``."""
+
+import copy
+
+import numpy as np
+
+from bn_course.checks import _cases, _probes, _steps
+from bn_course.checks._core import (
+    CandidateProblem,
+    Case,
+    Exercise,
+    InputModified,
+    Mistake,
+    explain_error,
+    knob_mistake,
+)
+from bn_course.checks.nb02_normalizing import EPS_MISTAKES
+from bn_course.checks.nb03_scale_and_shift import affine_mistakes
+from bn_course.reference import numpy as ref
+
+MOMENTUM_HINT = ("In PyTorch momentum weighs the new batch: "
+                 "running = (1 - momentum) * running + momentum * batch.")
+RUNNING_VAR_HINT = ("The running variance estimates the population's: use the unbiased batch "
+                    "variance, np.var(x, axis=0, ddof=1), as PyTorch does.")
+OLD_VALUE_CONVENTION = (
+    "You followed the convention of CS231n's assignment and of d2l before 2022: momentum "
+    "weighs the OLD running value and the running variance is the biased batch variance. "
+    "PyTorch does the opposite on both counts.")
+
+
+# --- update_running_stats ----------------------------------------------------------
+
+def _running_stats(rng, x):
+    """Running statistics that are neither the start values nor the batch's."""
+    d = x.shape[1]
+    mean = (ref.batch_mean(x) + rng.standard_normal(d)).astype(x.dtype)
+    var = (ref.batch_var(x) * rng.uniform(0.3, 3.0, d)).astype(x.dtype)
+    return mean, var
+
+
+def update_cases(group):
+    rng = np.random.default_rng(13)
+    cases = []
+    for i, (desc, x) in enumerate(_cases.shapes(group)):
+        running_mean, running_var = _running_stats(rng, x)
+        momentum = _cases.momentum_for(i)
+        kwargs = {} if momentum is None else {"momentum": momentum}
+        text = "default momentum" if momentum is None else f"momentum={momentum}"
+        cases.append(_cases.function_case(
+            f"{desc}, {text}",
+            {"running_mean": running_mean, "running_var": running_var, "x": x}, kwargs,
+            labels=("new running mean", "new running var"),
+            float32=x.dtype == np.float32, may_modify=("running_mean", "running_var")))
+    return cases
+
+
+def _update_with(weight_of_new="momentum", ddof=1, stat="var", update_var=True, blend=True):
+    def update_running_stats(running_mean, running_var, x, momentum=0.1):
+        new = momentum if weight_of_new == "momentum" else 1 - momentum
+        mean, var = _steps.statistics(x, ddof=ddof, stat=stat)
+        mean, var = mean[0], var[0]
+        if not blend:
+            return mean, var
+        new_var = (1 - new) * running_var + new * var if update_var else running_var
+        return (1 - new) * running_mean + new * mean, new_var
+    return update_running_stats
+
+
+UPDATE_RUNNING_STATS = Exercise(
+    "update_running_stats", ref.update_running_stats,
+    "update_running_stats(running_mean, running_var, x, momentum=0.1)", update_cases,
+    build=_update_with, probes=(_probes.constant_factor,), hint=MOMENTUM_HINT,
+    mistakes=[
+        knob_mistake("old-value-momentum-and-biased-running-var", OLD_VALUE_CONVENTION,
+                     f"{MOMENTUM_HINT} And: {RUNNING_VAR_HINT}", pairs=False,
+                     weight_of_new="1 - momentum", ddof=0),
+        knob_mistake("momentum-convention-flipped", "You used momentum as the weight of the OLD "
+                     "value (Keras' and CS231n's convention).", MOMENTUM_HINT,
+                     weight_of_new="1 - momentum"),
+        knob_mistake("running-var-biased", "You updated the running variance with the biased "
+                     "batch variance (divide by N).", RUNNING_VAR_HINT, ddof=0),
+        knob_mistake("returns-batch-statistics", "You returned the batch statistics and "
+                     "dropped the running ones.", "Blend them: (1 - momentum) * running + "
+                     "momentum * batch.", blend=False),
+        knob_mistake("running-var-from-std", "You blended the batch standard deviation into "
+                     "the running VARIANCE.", "Use np.var(x, axis=0, ddof=1) for the running "
+                     "variance.", stat="std"),
+        knob_mistake("forgot-running-var", "You updated the running mean but returned the "
+                     "running variance unchanged.", "Update both statistics with the same "
+                     "rule.", update_var=False),
+    ])
+
+
+# --- batchnorm_eval ------------------------------------------------------------------
+
+def eval_cases(group):
+    rng = np.random.default_rng(14)
+    cases = []
+    for i, (desc, x) in enumerate(_cases.shapes(group)):
+        running_mean, running_var = _running_stats(rng, x)
+        gamma, beta = _cases.gamma_beta(rng, x.shape[1], x.dtype)
+        eps = _cases.eps_for(i)
+        args = {"x": x, "running_mean": running_mean, "running_var": running_var,
+                "gamma": gamma, "beta": beta}
+        cases.append(_cases.function_case(f"{desc}, {_cases.eps_text(eps)}", args,
+                                          _cases.with_eps({}, eps),
+                                          float32=x.dtype == np.float32))
+    return cases
+
+
+def _eval_with(batch_statistics=False, affine="right", **step_knobs):
+    def batchnorm_eval(x, running_mean, running_var, gamma, beta, eps=1e-5):
+        mean, var = _steps.statistics(x) if batch_statistics else (running_mean, running_var)
+        x_hat = _steps.normalized(x, mean, var, eps, **step_knobs)
+        return _steps.scaled(x_hat, gamma, beta, affine)
+    return batchnorm_eval
+
+
+BATCHNORM_EVAL = Exercise(
+    "batchnorm_eval", ref.batchnorm_eval,
+    "batchnorm_eval(x, running_mean, running_var, gamma, beta, eps=1e-5)", eval_cases,
+    build=_eval_with, probes=_probes.FORWARD_PROBES,
+    hint="gamma * (x - running_mean) / np.sqrt(running_var + eps) + beta.",
+    mistakes=affine_mistakes() + EPS_MISTAKES + [
+        knob_mistake("batch-stats-in-eval", "You normalized with the batch's own statistics. "
+                     "In eval mode the running statistics are used, so one example's output "
+                     "does not depend on the others.", "Use running_mean and running_var "
+                     "instead of x.mean and x.var.", batch_statistics=True),
+        knob_mistake("var-instead-of-std", "You divided by the running variance instead of "
+                     "its square root.", "Divide by np.sqrt(running_var + eps).",
+                     divide_by="var"),
+    ])
+
+
+# --- BatchNorm1d --------------------------------------------------------------------
+
+class _BuggyBatchNorm1d:
+    """A NumPy BatchNorm1d with mistakes switched on (class attributes).
+
+    Self-contained on purpose: the checker flags any candidate that calls the
+    course's reference, and these variants are played as candidates in tests."""
+
+    flipped_momentum = False   # running = momentum * running + (1 - momentum) * batch
+    biased_running_var = False
+    updates_in_eval = False    # "after" or "before" normalizing
+    no_update_in_train = False
+    updates_before_normalizing = False
+    batch_stats_in_eval = False
+    no_error_for_one = False
+    running_var_start = 1.0
+    gamma_start = 1.0
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1):
+        self.eps, self.momentum, self.training = eps, momentum, True
+        self.gamma = np.full(num_features, self.gamma_start)
+        self.beta = np.zeros(num_features)
+        self.running_mean = np.zeros(num_features)
+        self.running_var = np.full(num_features, self.running_var_start)
+
+    def train(self):
+        self.training = True
+
+    def eval(self):
+        self.training = False
+
+    def _update(self, x):
+        weight_new = 1 - self.momentum if self.flipped_momentum else self.momentum
+        var = x.var(axis=0, ddof=0 if self.biased_running_var else 1)
+        self.running_mean = (1 - weight_new) * self.running_mean + weight_new * x.mean(axis=0)
+        self.running_var = (1 - weight_new) * self.running_var + weight_new * var
+
+    def _scale_shift(self, x, mean, var):
+        return self.gamma * (x - mean) / np.sqrt(var + self.eps) + self.beta
+
+    def __call__(self, x):
+        if self.training and len(x) < 2:
+            if not self.no_error_for_one:
+                raise ValueError("need at least two examples in train mode")
+            return np.broadcast_to(self.beta, x.shape).copy()
+        if self.updates_before_normalizing and self.training or (
+                self.updates_in_eval == "before" and not self.training):
+            self._update(x)
+        use_batch = self.training and not self.updates_before_normalizing
+        if use_batch or (not self.training and self.batch_stats_in_eval):
+            out = self._scale_shift(x, x.mean(axis=0), x.var(axis=0))
+        else:
+            out = self._scale_shift(x, self.running_mean, self.running_var)
+        should_update = (not self.no_update_in_train and not self.updates_before_normalizing
+                         if self.training else self.updates_in_eval == "after")
+        if should_update:
+            self._update(x)
+        return out
+
+
+def _layer_with(**bugs):
+    return type("BuggyBatchNorm1d", (_BuggyBatchNorm1d,), bugs)
+
+
+LAYER_ARRAYS = ("gamma", "beta", "running_mean", "running_var")
+
+
+def _arrays_of(layer, d):
+    """The layer's four arrays, which must be separate NumPy arrays of shape (D,)."""
+    arrays = {}
+    for name in LAYER_ARRAYS:
+        value = getattr(layer, name, None)
+        if not isinstance(value, np.ndarray) or value.shape not in ((d,), (1, d)):
+            raise CandidateProblem(f"right after construction, layer.{name} should be a NumPy "
+                                   f"array of shape ({d},), got {_what(value)}.")
+        arrays[name] = value
+    for i, first in enumerate(LAYER_ARRAYS):
+        for second in LAYER_ARRAYS[i + 1:]:
+            if np.shares_memory(arrays[first], arrays[second]):
+                raise CandidateProblem(
+                    f"layer.{first} and layer.{second} are the same array (or share memory), "
+                    f"so changing one changes the other. Give each its own array "
+                    f"(np.ones(D) and np.ones(D), not one array assigned twice).",
+                    "aliased-arrays")
+    return arrays
+
+
+def _what(value):
+    if isinstance(value, np.ndarray):
+        return f"an array of shape {value.shape}"
+    return "None" if value is None else f"a {type(value).__name__}"
+
+
+def _call(layer, x, where):
+    """One call of the layer; the student's error names the call that raised."""
+    try:
+        return _cases.call_unmodified(layer, {"x": x}, {})
+    except (NotImplementedError, InputModified):
+        raise
+    except Exception as error:
+        raise CandidateProblem(f"{where}, your layer raised {explain_error(error)}") from None
+
+
+def _layer_case(description, batches, gamma, beta, kwargs, float32):
+    """Drive a BatchNorm1d class: check its start, three train steps, two eval
+    calls, one more train step, then a batch of one in train mode (ValueError)."""
+
+    def play(cls):
+        d = batches[0].shape[1]
+        layer = cls(d, **kwargs)
+        arrays = _arrays_of(layer, d)
+        # Snapshots: a layer may update its running arrays in place later on.
+        outputs = [("training right after construction", bool(getattr(layer, "training", None))),
+                   *((f"{name} at start", arrays[name].copy()) for name in LAYER_ARRAYS)]
+        # Written in place, so that an array shared with another attribute shows.
+        arrays["gamma"][...] = gamma.reshape(arrays["gamma"].shape)
+        arrays["beta"][...] = beta.reshape(arrays["beta"].shape)
+        modes = ["train", "train", "train", "eval", "eval", "train"]
+        for step, (mode, x) in enumerate(zip(modes, batches), start=1):
+            layer.train() if mode == "train" else layer.eval()
+            out = _call(layer, x, f"On call {step} ({mode} mode) of {description}")
+            outputs += [
+                (f"output of call {step} ({mode} mode)", out),
+                (f"running_mean after call {step} ({mode} mode)",
+                 copy.deepcopy(layer.running_mean)),
+                (f"running_var after call {step} ({mode} mode)", copy.deepcopy(layer.running_var)),
+            ]
+        outputs.append(("a batch of one in train mode raises ValueError",
+                        _raises_value_error(layer, batches[0][:1])))
+        return outputs
+
+    return Case(description, play, float32)
+
+
+def _raises_value_error(layer, x):
+    layer.train()
+    try:
+        layer(x.copy())
+    except ValueError:
+        return True
+    except Exception as error:
+        raise CandidateProblem(f"On a batch of one example in train mode, your layer raised "
+                               f"{explain_error(error)}, where PyTorch raises ValueError.") \
+            from None
+    return False
+
+
+def layer_cases(group):
+    rng = np.random.default_rng(15)
+    cases = []
+    for i, (desc, x) in enumerate(_cases.shapes(group)):
+        n, d = x.shape
+        # Each call sees a new batch with shifted statistics, as in training.
+        batches = [x] + [(x + rng.standard_normal(d) + 0.5 * rng.standard_normal((n, d)))
+                         .astype(x.dtype) for _ in range(5)]
+        gamma, beta = _cases.gamma_beta(rng, d, x.dtype)
+        eps, momentum = _cases.eps_for(i), _cases.momentum_for(i)
+        kwargs = _cases.with_eps({} if momentum is None else {"momentum": momentum}, eps)
+        text = ", ".join(f"{k}={v}" for k, v in kwargs.items()) or "default eps and momentum"
+        cases.append(_layer_case(f"{desc} ({text})", batches, gamma, beta, kwargs,
+                                 float32=x.dtype == np.float32))
+    return cases
+
+
+UPDATES_IN_EVAL = ("Your layer changes its running statistics in eval mode.",
+                   "Only train mode updates them; eval mode just reads them.")
+BATCHNORM1D = Exercise(
+    "BatchNorm1d", ref.BatchNorm1d, "BatchNorm1d(num_features, eps=1e-5, momentum=0.1)",
+    layer_cases, build=_layer_with,
+    hint="Train mode: batchnorm_forward, then update_running_stats. Eval mode: batchnorm_eval.",
+    mistakes=[
+        knob_mistake("old-value-momentum-and-biased-running-var", OLD_VALUE_CONVENTION,
+                     f"{MOMENTUM_HINT} And: {RUNNING_VAR_HINT}", pairs=False,
+                     flipped_momentum=True, biased_running_var=True),
+        knob_mistake("updates-in-eval", *UPDATES_IN_EVAL, updates_in_eval="after"),
+        knob_mistake("updates-in-eval", *UPDATES_IN_EVAL, updates_in_eval="before"),
+        knob_mistake("no-update-in-train", "Your layer never updates its running statistics in "
+                     "train mode.", "In train mode, after computing the output, update "
+                     "running_mean and running_var (update_running_stats).",
+                     no_update_in_train=True),
+        knob_mistake("updates-before-normalizing", "In train mode your layer updates the "
+                     "running statistics first and normalizes with them, instead of with the "
+                     "batch's statistics.", "Train mode normalizes with the batch mean and "
+                     "variance; the update is a side effect.", updates_before_normalizing=True),
+        knob_mistake("batch-stats-in-eval", "In eval mode your layer normalizes with the "
+                     "batch's statistics.", "In eval mode use running_mean and running_var "
+                     "(batchnorm_eval).", batch_stats_in_eval=True),
+        knob_mistake("momentum-convention-flipped", "Your layer uses momentum as the weight of "
+                     "the OLD running value.", MOMENTUM_HINT, flipped_momentum=True),
+        knob_mistake("running-var-biased", "Your layer updates the running variance with the "
+                     "biased batch variance.", RUNNING_VAR_HINT, biased_running_var=True),
+        knob_mistake("no-error-for-batch-of-one", "In train mode your layer accepts a batch of "
+                     "one example, whose variance is 0.", "Raise ValueError when x.shape[0] < 2 "
+                     "in train mode, as PyTorch does.", no_error_for_one=True),
+        knob_mistake("running-var-starts-at-zero", "Your layer starts with running_var = 0.",
+                     "Start with running_mean = zeros and running_var = ones, as PyTorch does: "
+                     "an untrained layer in eval mode then leaves its input unchanged.",
+                     running_var_start=0.0),
+        knob_mistake("gamma-starts-at-zero", "Your layer starts with gamma = 0, so its output "
+                     "is beta whatever the input, and no gradient reaches the layers below.",
+                     "Start with gamma = ones and beta = zeros: the layer then begins as a "
+                     "plain normalization.", gamma_start=0.0),
+        Mistake("aliased-arrays", "Two of your layer's arrays are one and the same.",
+                "Create each with its own np.ones / np.zeros call."),
+    ])
+
+
+# --- keras_to_torch_momentum ------------------------------------------------------
+
+def keras_cases(group):
+    values = {"basic": [0.99, 0.9], "awkward": [0.0, 1.0, 0.999], "float32": [np.float32(0.99)]}
+    return [_cases.function_case(f"Keras momentum {m}", {"m": m}, float32=group == "float32")
+            for m in values[group]]
+
+
+KERAS_TO_TORCH_MOMENTUM = Exercise(
+    "keras_to_torch_momentum", ref.keras_to_torch_momentum, "keras_to_torch_momentum(m)",
+    keras_cases, hint="Keras' momentum weighs the old value, PyTorch's the new one.",
+    mistakes=[
+        Mistake("keras-momentum-not-converted", "You returned Keras' momentum unchanged.",
+                "Keras' momentum weighs the old value, PyTorch's the new one: they add up "
+                "to 1.", variant=lambda m: m),
+        Mistake("keras-conversion-sign-flipped", "You returned m - 1, a negative momentum.",
+                "PyTorch's momentum is 1 - m.", variant=lambda m: m - 1),
+    ])
+
+EXERCISES = [UPDATE_RUNNING_STATS, BATCHNORM_EVAL, BATCHNORM1D, KERAS_TO_TORCH_MOMENTUM]

@@ -1,0 +1,376 @@
+"""Notebook 06, images and a PyTorch module: ``batchnorm2d_forward`` (NumPy) and
+``BatchNorm2d`` (a torch.nn.Module written from scratch)."""
+
+import numpy as np
+
+from bn_course.checks import _cases, _probes
+from bn_course.checks._core import (
+    CandidateProblem,
+    Case,
+    Exercise,
+    Mistake,
+    explain_error,
+    knob_mistake,
+    unwatched,
+)
+from bn_course.checks.nb02_normalizing import EPS_MISTAKES
+from bn_course.checks.nb03_scale_and_shift import affine_mistakes, forward_with, variance_mistakes
+from bn_course.reference import numpy as ref
+
+CHANNEL_HINT = ("x has shape (N, C, H, W): every channel has one mean and one variance, "
+                "taken over axis=(0, 2, 3).")
+BIASED_HINT = ("Normalize with the biased variance: divide by N * H * W, as "
+               "np.var(x, axis=(0, 2, 3)) does by default.")
+
+
+# --- batchnorm2d_forward ----------------------------------------------------------
+
+def forward2d_cases(group):
+    return _cases.gamma_beta_cases(_cases.image_shapes(group), np.random.default_rng(17))
+
+
+def _forward2d_with(layout="per-channel", **knobs):
+    """layout "reshaped": x.reshape(-1, C) without moving C last first, so each
+    'feature' mixes channels and pixels."""
+    forward = forward_with(**{"axis": (0, 2, 3), **knobs})
+    if layout == "per-channel":
+        return forward
+
+    def reshaped(x, gamma, beta, eps=1e-5):
+        c = x.shape[1]
+        flat = x.reshape(-1, c)
+        x_hat = (flat - flat.mean(axis=0)) / np.sqrt(flat.var(axis=0) + eps)
+        return (x_hat * gamma + beta).reshape(x.shape)
+
+    return reshaped
+
+
+BATCHNORM2D_FORWARD = Exercise(
+    "batchnorm2d_forward", ref.batchnorm2d_forward, "batchnorm2d_forward(x, gamma, beta, eps=1e-5)",
+    forward2d_cases, build=_forward2d_with, probes=(_probes.ignores_eps, _probes.constant_factor),
+    hint="One mean and one biased variance per channel over axis=(0, 2, 3) (keepdims=True), "
+         "then gamma and beta reshaped to (1, C, 1, 1).",
+    mistakes=affine_mistakes() + variance_mistakes(BIASED_HINT) + EPS_MISTAKES + [
+        knob_mistake("stats-over-hw-only", "You took statistics over H and W of each image "
+                     "separately (InstanceNorm).", CHANNEL_HINT, axis=(2, 3)),
+        knob_mistake("stats-over-n-only", "You took statistics over the batch axis only, one "
+                     "per pixel and channel.", CHANNEL_HINT, axis=0),
+        knob_mistake("stats-per-example", "You normalized each example over all its channels "
+                     "and pixels (LayerNorm).", CHANNEL_HINT, axis=(1, 2, 3)),
+        knob_mistake("no-axis", "You took one mean and one variance over the whole tensor, not "
+                     "one per channel.", CHANNEL_HINT, axis=None),
+        knob_mistake("reshape-without-moving-channels", "You reshaped x to (N*H*W, C) without "
+                     "moving the channels last first: x.reshape(-1, C) on an (N, C, H, W) array "
+                     "mixes channels and pixels in each column.",
+                     "Either reduce over axis=(0, 2, 3) directly, or move C last first: "
+                     "x.transpose(0, 2, 3, 1).reshape(-1, C).", pairs=False, layout="reshaped"),
+    ])
+
+
+# --- BatchNorm2d, a torch.nn.Module ---------------------------------------------------
+
+def _torch_batchnorm2d(num_features, **kwargs):
+    """The oracle for the module exercise: PyTorch's own layer."""
+    import torch
+    return torch.nn.BatchNorm2d(num_features, **kwargs)
+
+
+STATE_KEYS = ["bias", "num_batches_tracked", "running_mean", "running_var", "weight"]
+
+
+def _numpy_of(tensor, what):
+    if tensor is None:
+        raise CandidateProblem(f"{what} is None: no gradient reached it. Is it an nn.Parameter, "
+                               "and does the forward pass use only torch operations on it?")
+    if not hasattr(tensor, "detach"):
+        raise CandidateProblem(f"{what} should be a torch.Tensor, got {type(tensor).__name__}.")
+    # A copy: for a float64 CPU tensor .numpy() is a view, and a snapshot of a
+    # buffer must not follow the buffer's later in-place updates.
+    return tensor.detach().cpu().double().numpy().copy()
+
+
+def _module_case(description, batches, douts, weight, bias, loaded_state, kwargs, float32):
+    """Drive a BatchNorm2d module the way training does: its start values, train
+    steps with a backward pass, eval calls, then state_dict round trips with
+    torch.nn.BatchNorm2d. Runs on CUDA when there is one."""
+
+    def play(cls):
+        from bn_course.train import one_thread  # these tensors are tiny: threads only cost time
+        with one_thread():
+            return play_on_one_thread(cls)
+
+    def play_on_one_thread(cls):
+        import torch
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        like = {"device": device, "dtype": torch.float32 if float32 else torch.float64}
+
+        def tensor(values):
+            return torch.tensor(values, **like)
+
+        channels = batches[0].shape[1]
+        layer = cls(channels, **kwargs)
+        if not isinstance(layer, torch.nn.Module):
+            raise CandidateProblem(f"BatchNorm2d({channels}) should build a torch.nn.Module, "
+                                   f"got {type(layer).__name__}.")
+        _check_no_builtin_inside(layer, torch)
+        _check_state_keys(sorted(layer.state_dict()))
+        layer = layer.to(**like)
+        outputs = [(f"{name} at start", _numpy_of(getattr(layer, name), f"{name} at start"))
+                   for name in ("weight", "bias", "running_mean", "running_var")]
+        with torch.no_grad():
+            layer.weight.copy_(tensor(weight))
+            layer.bias.copy_(tensor(bias))
+        modes = ["train", "train", "train", "eval", "eval", "train"]
+        for step, (mode, x_values, dout) in enumerate(zip(modes, batches, douts), start=1):
+            layer.train(mode == "train")
+            x = tensor(x_values).requires_grad_(True)
+            where = f"call {step} ({mode} mode)"
+            out = _forward(layer, x, where)
+            outputs.append((f"output of {where}", _output_of(out, x, where)))
+            _backward(out, tensor(dout), where)
+            outputs += [(f"{name} after {where}", _numpy_of(value, f"{name} after {where}"))
+                        for name, value in [("x.grad", x.grad), ("weight.grad", layer.weight.grad),
+                                            ("bias.grad", layer.bias.grad),
+                                            ("running_mean", layer.running_mean),
+                                            ("running_var", layer.running_var),
+                                            ("num_batches_tracked", layer.num_batches_tracked)]]
+            layer.zero_grad()
+        return outputs + _state_dict_round_trips(layer, cls, kwargs, tensor(batches[0]),
+                                                 loaded_state, like)
+
+    return Case(description, play, float32)
+
+
+def _check_no_builtin_inside(layer, torch):
+    """A torch.nn.BatchNorm* held inside the module does the work for it (the module
+    itself may subclass nn.BatchNorm2d for its parameters and buffers)."""
+    inside = [name for name, module in layer.named_modules()
+              if name and isinstance(module, torch.nn.modules.batchnorm._BatchNorm)]
+    if inside:
+        raise CandidateProblem(f"Your module holds a torch.nn batch-norm layer (`{inside[0]}`).",
+                               "uses-builtin-batchnorm")
+
+
+def _check_state_keys(keys):
+    if keys == STATE_KEYS:
+        return
+    missing = [key for key in STATE_KEYS if key not in keys]
+    extra = [key for key in keys if key not in STATE_KEYS]
+    message = (f"Your module's state_dict differs from torch.nn.BatchNorm2d's: missing "
+               f"{missing or 'nothing'}, unexpected {extra or 'nothing'}.")
+    buffers = {"running_mean", "running_var", "num_batches_tracked"}
+    all_buffers_missing = buffers <= set(missing) and not extra
+    raise CandidateProblem(message, "buffers-not-registered" if all_buffers_missing else None)
+
+
+def _forward(layer, x, where):
+    try:
+        return layer(x)
+    except NotImplementedError:
+        raise
+    except Exception as error:
+        raise CandidateProblem(f"on {where}, forward() raised {explain_error(error)}") from None
+
+
+def _output_of(out, x, where):
+    if out is None:
+        raise CandidateProblem(f"forward() returned None on {where}: is a `return` missing?")
+    if not hasattr(out, "detach"):
+        raise CandidateProblem(f"forward() returned a {type(out).__name__} on {where}; "
+                               "it should return a torch.Tensor.")
+    if tuple(out.shape) != tuple(x.shape):
+        raise CandidateProblem(f"forward() returned shape {tuple(out.shape)} on {where}, "
+                               f"expected the input's shape {tuple(x.shape)}.")
+    return _numpy_of(out, f"the output of {where}")
+
+
+def _backward(out, dout, where):
+    """Backpropagate through the candidate's output, explaining why it can't."""
+    if not out.requires_grad:
+        raise CandidateProblem(f"The output of {where} is not connected to the input's graph: "
+                               "does forward() detach, or go through NumPy?")
+    try:
+        out.backward(dout)
+    except RuntimeError as error:
+        if "second time" in str(error):
+            raise CandidateProblem(f"Backpropagating on {where} failed: the running statistics "
+                                   "carry the autograd graph of an earlier step.",
+                                   "running-stats-in-graph") from None
+        raise CandidateProblem(f"Backpropagating through your module failed on {where}: "
+                               f"{error}") from None
+
+
+def _state_dict_round_trips(layer, cls, kwargs, x, loaded_state, like):
+    """Eval outputs after loading the candidate's state into torch's layer, and
+    a torch layer's state (``loaded_state``: NumPy values) into the candidate's."""
+    import torch
+    channels = x.shape[1]
+    with unwatched(), torch.no_grad():
+        native = torch.nn.BatchNorm2d(channels, **kwargs).to(**like)
+        native.load_state_dict(layer.state_dict())
+        native_output = native.eval()(x)
+        theirs = torch.nn.BatchNorm2d(channels, **kwargs).to(**like)
+        for name, values in loaded_state.items():
+            getattr(theirs, name).copy_(torch.from_numpy(values))
+    yours = cls(channels, **kwargs).to(**like)
+    yours.load_state_dict(theirs.state_dict())
+    with torch.no_grad():
+        return [("torch.nn.BatchNorm2d loaded with your state_dict, eval output",
+                 _numpy_of(native_output, "the eval output")),
+                ("your module loaded with torch.nn.BatchNorm2d's state_dict, eval output",
+                 _numpy_of(yours.eval()(x), "the eval output"))]
+
+
+def module_cases(group):
+    rng = np.random.default_rng(18)
+    cases = []
+    for i, (desc, x) in enumerate(_cases.image_shapes(group)):
+        if x.shape[0] * x.shape[2] * x.shape[3] < 2 or np.abs(x).max() > 1e5:
+            continue  # float32 tensors cannot hold a 1e6 offset exactly
+        batches = [x] + [x + rng.standard_normal((1, x.shape[1], 1, 1))
+                         + 0.5 * rng.standard_normal(x.shape) for _ in range(5)]
+        douts = [rng.standard_normal(x.shape) for _ in batches]
+        channels = x.shape[1]
+        weight, bias = _cases.gamma_beta(rng, channels, np.float64)
+        # A state that is clearly not the start values, to load into the candidate.
+        loaded_state = {"running_mean": rng.uniform(-1, 1, channels),
+                        "running_var": rng.uniform(0.5, 2, channels),
+                        "weight": rng.uniform(0.5, 2, channels)}
+        eps, momentum = _cases.eps_for(i), _cases.momentum_for(i)
+        kwargs = _cases.with_eps({} if momentum is None else {"momentum": momentum}, eps)
+        text = ", ".join(f"{k}={v}" for k, v in kwargs.items()) or "default eps and momentum"
+        cases.append(_module_case(f"{desc} ({text})", batches, douts, weight, bias,
+                                  loaded_state, kwargs, float32=x.dtype == np.float32))
+    return cases
+
+
+def _buggy_module(**bugs):
+    """A from-scratch torch BatchNorm2d with mistakes (the class is built on first
+    use, so that importing the checkers does not import torch)."""
+
+    def build(num_features, eps=1e-5, momentum=0.1):
+        import torch
+
+        class BuggyBatchNorm2d(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.eps, self.momentum = eps, momentum
+                self.weight = torch.nn.Parameter(torch.full((num_features,),
+                                                            bugs.get("weight_start", 1.0)))
+                self.bias = torch.nn.Parameter(torch.zeros(num_features))
+                buffers = {"running_mean": torch.zeros(num_features),
+                           "running_var": torch.ones(num_features),
+                           "num_batches_tracked": torch.tensor(0)}
+                for name, value in buffers.items():
+                    if bugs.get("plain_attributes"):
+                        setattr(self, name, value)
+                    else:
+                        self.register_buffer(name, value)
+
+            def forward(self, x):
+                axes = bugs.get("axes", (0, 2, 3))
+                batch_mean = x.mean(axes, keepdim=True)
+                batch_var = x.var(axes, unbiased=False, keepdim=True)
+                use_batch = self.training or bugs.get("batch_stats_in_eval")
+                mean = batch_mean if use_batch else self.running_mean.view(1, -1, 1, 1)
+                var = batch_var if use_batch else self.running_var.view(1, -1, 1, 1)
+                out = (x - mean) / torch.sqrt(var + self.eps)
+                out = out * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+                if self.training or bugs.get("updates_in_eval"):
+                    if bugs.get("update_in_graph"):
+                        self._update(x)
+                    else:
+                        with torch.no_grad():
+                            self._update(x)
+                return out
+
+            def _update(self, x):
+                n = x.numel() // x.shape[1]
+                var = x.var((0, 2, 3), unbiased=False)
+                if not bugs.get("biased_running_var"):
+                    var = var * n / (n - 1)
+                new = 1 - self.momentum if bugs.get("flipped_momentum") else self.momentum
+                self.running_mean = (1 - new) * self.running_mean + new * x.mean((0, 2, 3))
+                self.running_var = (1 - new) * self.running_var + new * var
+                if not bugs.get("forgets_num_batches_tracked"):
+                    self.num_batches_tracked += 1
+
+        return BuggyBatchNorm2d()
+
+    return build
+
+
+def _wraps_torch_layer(num_features, eps=1e-5, momentum=0.1):
+    import torch
+
+    class Wrapper(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = torch.nn.BatchNorm2d(num_features, eps=eps, momentum=momentum)
+
+        def forward(self, x):
+            return self.inner(x)
+
+    return Wrapper()
+
+
+MODULE_HINT = ("Mirror torch.nn.BatchNorm2d: nn.Parameter weight and bias, register_buffer for "
+               "running_mean, running_var and num_batches_tracked.")
+
+
+def _module_mistake(mistake_id, diagnosis, hint, **knobs):
+    # Each step of a module case runs a forward and a backward pass: pairs would cost
+    # seconds, so module mistakes are tried one at a time.
+    return knob_mistake(mistake_id, diagnosis, hint, pairs=False, **knobs)
+
+
+BATCHNORM2D = Exercise(
+    "BatchNorm2d", _torch_batchnorm2d,
+    "BatchNorm2d(num_features, eps=1e-5, momentum=0.1), a torch.nn.Module", module_cases,
+    build=_buggy_module, needs_torch=True, time_limit_s=30.0, hint=MODULE_HINT,
+    mistakes=[
+        _module_mistake("old-value-momentum-and-biased-running-var",
+                        "Your module follows the CS231n / d2l (before 2022) convention: "
+                        "momentum weighs the OLD running value and the running variance is "
+                        "biased.", "PyTorch: running = (1 - momentum) * running + momentum * "
+                        "batch, with the unbiased batch variance.",
+                        flipped_momentum=True, biased_running_var=True),
+        _module_mistake("momentum-convention-flipped", "Your module uses momentum as the weight "
+                        "of the OLD running value.", "PyTorch: running = (1 - momentum) * "
+                        "running + momentum * batch.", flipped_momentum=True),
+        _module_mistake("running-var-biased", "Your module updates the running variance with "
+                        "the biased batch variance.", "Multiply the biased variance by "
+                        "M / (M - 1), M = N * H * W values per channel.", biased_running_var=True),
+        _module_mistake("updates-in-eval", "Your module updates its running statistics in eval "
+                        "mode.", "Update them only when self.training is True.",
+                        updates_in_eval=True),
+        _module_mistake("batch-stats-in-eval", "In eval mode your module normalizes with the "
+                        "batch's statistics.", "In eval mode (self.training is False) use the "
+                        "running buffers.", batch_stats_in_eval=True),
+        _module_mistake("stats-over-hw-only", "Your module takes statistics over H and W of "
+                        "each image separately.", CHANNEL_HINT, axes=(2, 3)),
+        _module_mistake("num-batches-not-tracked", "Your module never increments "
+                        "num_batches_tracked.", "Add 1 to num_batches_tracked at every training "
+                        "step, as torch.nn.BatchNorm2d does (momentum=None uses it for a "
+                        "cumulative average).", forgets_num_batches_tracked=True),
+        _module_mistake("weight-not-ones", "Your module does not start with weight = 1 (and "
+                        "bias = 0).", "Start as torch.nn.BatchNorm2d does: torch.ones(C) for "
+                        "the weight, torch.zeros(C) for the bias.", weight_start=0.0),
+        _module_mistake("buffers-not-registered", "Your running statistics are plain "
+                        "attributes, so they are missing from the state_dict and do not move "
+                        "with .to(device).", MODULE_HINT, plain_attributes=True),
+        _module_mistake("running-stats-in-graph", "Your module updates its running statistics "
+                        "inside the autograd graph, so the buffers remember how they were "
+                        "computed, and a later backward pass through them fails (PyTorch's own "
+                        "message suggests retain_graph=True, which is not the fix).",
+                        "Update the buffers under `with torch.no_grad():` (or from "
+                        "x.detach()): they are statistics, not something to differentiate.",
+                        update_in_graph=True),
+        Mistake("uses-builtin-batchnorm", "Your module wraps or calls PyTorch's own batch norm "
+                "(its forward, F.batch_norm or torch.batch_norm).",
+                "Write the forward pass yourself from torch operations: that is the exercise. "
+                "Subclassing nn.BatchNorm2d for its parameters and buffers is fine, as long as "
+                "your forward does the work.", variant=_wraps_torch_layer),
+    ])
+
+EXERCISES = [BATCHNORM2D_FORWARD, BATCHNORM2D]

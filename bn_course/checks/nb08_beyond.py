@@ -1,0 +1,447 @@
+"""Notebook 08, beyond: folding BN into a convolution, LayerNorm, GroupNorm, ghost
+batch norm, re-estimating the running statistics, and diagnosing a planted bug."""
+
+from types import SimpleNamespace
+
+import numpy as np
+
+from bn_course.checks import _cases, _probes
+from bn_course.checks._core import CandidateProblem, Case, Exercise, InputModified, variant_mistake
+from bn_course.checks.nb02_normalizing import EPS_HINT
+from bn_course.reference import numpy as ref
+from bn_course.reference.case_files import BN_BUGS, planted_bug
+
+BIASED_HINT = ("Normalize with the biased variance: divide by the number of values averaged, "
+               "as np.var does by default (ddof=0).")
+
+def _layernorm_cases(group):
+    rng = np.random.default_rng(19)
+    image_shapes = {"basic": [(3, 4, 2, 2)], "awkward": [(1, 2, 3, 3)], "float32": [(2, 3, 2, 2)]}
+    images = [(f"a ({', '.join(map(str, shape))}) batch of images",
+               _cases.batch(rng, shape[0], int(np.prod(shape[1:]))).reshape(shape))
+              for shape in image_shapes[group]]
+    shapes = [(d, x.astype(np.float32) if group == "float32" else x) for d, x in images]
+    if group == "awkward":
+        one_example = _cases.batch(rng, 1, 5)
+        constant_example = _cases.batch(rng, 4, 6)
+        constant_example[2] = 7.0
+        shapes += [("a batch of one (1, 5)", one_example),
+                   ("a (4, 6) batch whose third example is constant", constant_example)]
+    # A single feature is left out: every example then normalizes to beta.
+    inputs = [(desc, x) for desc, x in _cases.shapes(group) + shapes
+              if not (x.ndim == 2 and x.shape[1] < 2)]
+    return _cases.gamma_beta_cases(inputs, rng)
+
+
+def _groupnorm_cases(group):
+    rng = np.random.default_rng(20)
+    layouts = {"basic": [((4, 6, 3, 3), 2), ((3, 6, 2, 2), 3), ((2, 4, 3, 2), 4)],
+               "awkward": [((1, 6, 2, 2), 3), ((2, 4, 1, 1), 2), ((3, 8, 2, 2), 1)],
+               "float32": [((4, 6, 3, 3), 2), ((2, 4, 2, 2), 2)]}[group]
+    cases = []
+    for i, (shape, groups) in enumerate(layouts):
+        x = _cases.batch(rng, shape[0], int(np.prod(shape[1:]))).reshape(shape)
+        x = x.astype(np.float32) if group == "float32" else x
+        gamma, beta = _cases.gamma_beta(rng, shape[1], x.dtype)
+        eps = _cases.eps_for(i)
+        cases.append(_cases.function_case(
+            f"a {shape} batch in {groups} groups, {_cases.eps_text(eps)}",
+            {"x": x, "gamma": gamma, "beta": beta, "num_groups": groups},
+            _cases.with_eps({}, eps), float32=group == "float32"))
+    return cases
+
+
+def _fold_cases(group):
+    rng = np.random.default_rng(21)
+    weight_shapes = {"basic": [(4, 3, 3, 3), (6, 2, 1, 1), (5, 8)],
+                     "awkward": [(1, 1, 3, 3), (3, 4, 5, 5)],
+                     "float32": [(4, 3, 3, 3)]}[group]
+    dtype = np.float32 if group == "float32" else np.float64
+    cases = []
+    for i, shape in enumerate(weight_shapes):
+        out_channels = shape[0]
+        weight = rng.standard_normal(shape).astype(dtype)
+        bias = None if i % 2 else rng.standard_normal(out_channels).astype(dtype)
+        gamma, beta = _cases.gamma_beta(rng, out_channels, dtype)
+        bn = SimpleNamespace(weight=gamma, bias=beta, eps=_cases.eps_for(i) or 1e-5,
+                             running_mean=rng.standard_normal(out_channels).astype(dtype),
+                             running_var=rng.uniform(0.2, 3.0, out_channels).astype(dtype))
+        cases.append(_cases.function_case(
+            f"a {shape} weight {'without' if bias is None else 'with'} bias, eps={bn.eps}",
+            {"conv_weight": weight, "conv_bias": bias, "bn": bn},
+            labels=("folded weight", "folded bias"), float32=group == "float32"))
+    return cases
+
+
+def _ghost_cases(group):
+    rng = np.random.default_rng(22)
+    # (description, x, virtual batch size). No N equal to B**2: splitting into B pieces
+    # would then give the right virtual batches by accident.
+    if group == "basic":
+        layouts = [(f"a ({n}, {d}) batch in virtual batches of {b}", _cases.batch(rng, n, d), b)
+                   for n, d, b in [(12, 4, 3), (24, 5, 8), (32, 3, 4), (18, 4, 6)]]
+    elif group == "awkward":
+        layouts = [
+            ("a (10, 3) batch in virtual batches of 4 (the last holds 2)", _cases.batch(rng, 10, 3), 4),
+            ("a (8, 4) batch in one virtual batch of 8", _cases.batch(rng, 8, 4), 8),
+            ("a (6, 3) batch, smaller than the virtual batch size 16", _cases.batch(rng, 6, 3), 16),
+            ("a single feature (12, 1) in virtual batches of 2", _cases.batch(rng, 12, 1), 2),
+            ("a (12, 3) batch with values near 1e4, virtual batches of 3",
+             _cases.batch(rng, 12, 3, offset=1e4), 3),
+            ("a (15, 3) batch whose last feature is constant, virtual batches of 5",
+             _cases.batch(rng, 15, 3, constant_feature=True), 5),
+            ("a non-contiguous (12, 4) view in virtual batches of 3",
+             _cases.batch(rng, 24, 8)[::2, ::2], 3),
+            ("a column-major (20, 3) array in virtual batches of 5",
+             _cases.column_major(_cases.batch(rng, 20, 3)), 5),
+        ]
+    else:
+        layouts = [(f"a float32 ({n}, {d}) batch in virtual batches of {b}",
+                    _cases.batch(rng, n, d).astype(np.float32), b)
+                   for n, d, b in [(12, 4, 4), (16, 3, 8)]]
+    cases = []
+    for i, (description, x, size) in enumerate(layouts):
+        gamma, beta = _cases.gamma_beta(rng, x.shape[1], x.dtype)
+        eps = _cases.eps_for(i)
+        cases.append(_cases.function_case(
+            f"{description}, {_cases.eps_text(eps)}",
+            {"x": x, "gamma": gamma, "beta": beta, "virtual_batch_size": size},
+            _cases.with_eps({}, eps), float32=x.dtype == np.float32))
+    return cases
+
+
+def _drifting_batches(rng, sizes, d, offset=0.0, constant_feature=False):
+    """One batch per size; the mean moves from batch to batch, so that an average that
+    weighs the batches unequally, or a single batch, cannot pass."""
+    centre = offset + rng.uniform(-3, 3, size=d)
+    step = rng.uniform(-1, 1, size=d)
+    scales = rng.uniform(0.5, 2.0, size=d)
+    batches = [centre + k * step + scales * rng.standard_normal((n, d))
+               for k, n in enumerate(sizes)]
+    if constant_feature:
+        for batch in batches:
+            batch[:, -1] = centre[-1]
+    return batches
+
+
+def _batches_case(description, batches):
+    """Call the candidate on copies of the batches (the list may be consumed, the arrays
+    must stay as they were: the same arrays serve every later call)."""
+
+    def play(candidate):
+        copies = [_cases.fresh_copy(batch) for batch in batches]
+        result = candidate(copies)
+        if not all(np.array_equal(a, b, equal_nan=True) for a, b in zip(batches, copies)):
+            raise InputModified("batches")
+        return list(zip(("running mean", "running var"), _cases.unpack(result, 2)))
+
+    return Case(description, play, float32=batches[0].dtype == np.float32)
+
+
+def _recompute_cases(group):
+    rng = np.random.default_rng(23)
+    if group == "basic":
+        layouts = [(f"{len(sizes)} batches of ({sizes[0]}, {d})",
+                    _drifting_batches(rng, sizes, d))
+                   for sizes, d in [([16] * 4, 3), ([8] * 6, 5), ([32] * 3, 4), ([12] * 5, 2)]]
+    elif group == "awkward":
+        layouts = [
+            ("batches of 16, 16, 16 and a last one of 5 examples (3 features)",
+             _drifting_batches(rng, [16, 16, 16, 5], 3)),
+            ("a single (10, 3) batch", _drifting_batches(rng, [10], 3)),
+            ("8 batches of two examples (2, 4)", _drifting_batches(rng, [2] * 8, 4)),
+            ("5 batches of (9, 1), a single feature", _drifting_batches(rng, [9] * 5, 1)),
+            ("4 batches of (12, 3) with values near 1e4",
+             _drifting_batches(rng, [12] * 4, 3, offset=1e4)),
+            ("4 batches of (10, 3) whose last feature is constant",
+             _drifting_batches(rng, [10] * 4, 3, constant_feature=True)),
+            ("3 column-major batches of (7, 5)",
+             [_cases.column_major(b) for b in _drifting_batches(rng, [7] * 3, 5)]),
+        ]
+    else:
+        layouts = [(f"{len(sizes)} float32 batches of ({sizes[0]}, {d})",
+                    [b.astype(np.float32) for b in _drifting_batches(rng, sizes, d)])
+                   for sizes, d in [([16] * 4, 3), ([8] * 3, 6)]]
+    return [_batches_case(description, batches) for description, batches in layouts]
+
+
+CASE_FILES = {"basic": ("A", "B"), "awkward": ("C", "D"), "float32": ()}
+
+
+def _diagnosis_case(case):
+    truth = planted_bug(case)  # read here, outside the watch for calls to the answers
+
+    def play(candidate):
+        answer = candidate(case)
+        if not isinstance(answer, str) or answer not in BN_BUGS:
+            raise CandidateProblem(f"diagnose_bn_bug({case!r}) returned {answer!r}; return "
+                                   f"one of {', '.join(map(repr, BN_BUGS))}.")
+        if answer != truth:
+            raise CandidateProblem(f"Case file {case} is not {answer!r}.",
+                                   WRONG_DIAGNOSIS[answer])
+        return [(f"the diagnosis of case file {case}", True)]
+
+    return Case(f"case file {case}", play)
+
+
+def _diagnosis_cases(group):
+    return [_diagnosis_case(case) for case in CASE_FILES[group]]
+
+
+# A wrong diagnosis -> the catalogue id that explains why it does not fit.
+WRONG_DIAGNOSIS = {
+    "eval-mode-forgotten": "wrongly-blames-eval-mode",
+    "stats-frozen-while-fine-tuning": "wrongly-blames-frozen-statistics",
+    "dropout-before-batchnorm": "wrongly-blames-dropout",
+    "no-bug": "misses-the-bug",
+}
+
+
+
+
+# --- the mistakes ---
+
+def _groupnorm_with(layout="consecutive", over_batch=False, ddof=0):
+    """groupnorm_forward with one knob per classic mistake; layout "strided" puts
+    channel c in group c % G instead of c // (C / G)."""
+
+    def groupnorm(x, gamma, beta, num_groups, eps=1e-5):
+        n, c = x.shape[:2]
+        if layout == "strided":
+            groups = x.reshape(n, c // num_groups, num_groups, -1).swapaxes(1, 2)
+        else:
+            groups = x.reshape(n, num_groups, c // num_groups, -1)
+        axes = (0, 2, 3) if over_batch else (2, 3)
+        x_hat = (groups - groups.mean(axis=axes, keepdims=True)) / np.sqrt(
+            groups.var(axis=axes, ddof=ddof, keepdims=True) + eps)
+        if layout == "strided":
+            x_hat = x_hat.swapaxes(1, 2)
+        shape = (1, c) + (1,) * (x.ndim - 2)
+        return x_hat.reshape(x.shape) * gamma.reshape(shape) + beta.reshape(shape)
+
+    return groupnorm
+
+
+def _layernorm_with(**bugs):
+    def layernorm(x, gamma, beta, eps=1e-5):
+        axes = bugs.get("axes", tuple(range(1, x.ndim)))
+        centred = x - x.mean(axis=axes, keepdims=True)
+        var = x.var(axis=axes, ddof=bugs.get("ddof", 0), keepdims=True)
+        std = np.sqrt(var) + eps if bugs.get("eps_outside") else np.sqrt(var + eps)
+        shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+        return centred / std * gamma.reshape(shape) + beta.reshape(shape)
+    return layernorm
+
+
+def _fold_with(**bugs):
+    def fold(conv_weight, conv_bias, bn):
+        bias = np.zeros(len(conv_weight)) if conv_bias is None or bugs.get("ignore_bias") \
+            else conv_bias
+        eps = 0.0 if bugs.get("forgot_eps") else bn.eps
+        std = bn.running_var + eps if bugs.get("var_not_std") else np.sqrt(bn.running_var + eps)
+        scale = bn.weight / std
+        folded_bias = (bias * scale + bn.bias if bugs.get("no_mean_shift")
+                       else (bias - bn.running_mean) * scale + bn.bias)
+        return conv_weight * scale.reshape((-1,) + (1,) * (conv_weight.ndim - 1)), folded_bias
+    return fold
+
+
+def _ghost_with(split="consecutive", ddof=0):
+    """ghost_batchnorm_forward with one knob per mistake. split: "consecutive" (right),
+    "whole" (one batch), "strided" (every k-th example), "count" (B pieces, not size B)."""
+
+    def ghost(x, gamma, beta, virtual_batch_size, eps=1e-5):
+        n, size = len(x), virtual_batch_size
+        pieces = -(-n // size)  # how many virtual batches, rounding up
+        groups = {
+            "consecutive": [np.arange(start, min(start + size, n)) for start in range(0, n, size)],
+            "whole": [np.arange(n)],
+            "strided": [np.arange(first, n, pieces) for first in range(pieces)],
+            "count": [piece for piece in np.array_split(np.arange(n), size) if len(piece)],
+        }[split]
+        out = np.empty(x.shape, dtype=x.dtype)
+        for index in groups:
+            chunk = x[index]
+            out[index] = (chunk - chunk.mean(axis=0)) / np.sqrt(
+                chunk.var(axis=0, ddof=ddof) + eps)
+        return out * gamma + beta
+
+    return ghost
+
+
+def _ema_of_batches(batches, momentum=0.1):
+    mean, var = 0.0, 1.0  # PyTorch's starting values
+    for x in batches:
+        mean = (1 - momentum) * mean + momentum * x.mean(axis=0)
+        var = (1 - momentum) * var + momentum * x.var(axis=0, ddof=1)
+    return mean, var
+
+
+def _average_of_batches(batches, ddof=1):
+    means = [x.mean(axis=0) for x in batches]
+    variances = [x.var(axis=0, ddof=ddof) for x in batches]
+    return np.mean(means, axis=0), np.mean(variances, axis=0)
+
+
+def _counting_reset_values(batches):
+    """The average with the reset values (mean 0, variance 1) counted as one more batch."""
+    mean, var = _average_of_batches(batches)
+    k = len(batches)
+    return k * mean / (k + 1), (k * var + 1.0) / (k + 1)
+
+
+def _pooled(batches):
+    everything = np.concatenate(list(batches))
+    return everything.mean(axis=0), everything.var(axis=0, ddof=1)
+
+
+def _last_batch(batches):
+    x = list(batches)[-1]
+    return x.mean(axis=0), x.var(axis=0, ddof=1)
+
+
+def _always(answer):
+    def diagnose(case):
+        return answer
+
+    return diagnose
+
+
+
+LAYERNORM_HINT = ("LayerNorm normalizes each example on its own: statistics over every axis "
+                  "but the batch axis, axis=tuple(range(1, x.ndim)).")
+
+GROUP_HINT = ("Reshape to (N, num_groups, C // num_groups, H * W): consecutive channels form a "
+              "group, as in torch.nn.functional.group_norm; then reduce over axes (2, 3).")
+
+FOLD_HINT = ("In eval mode BN is y = scale * (z - running_mean) + beta with scale = "
+             "gamma / sqrt(running_var + eps): scale each output channel's weights, and fold "
+             "the bias as (b - running_mean) * scale + beta.")
+
+GHOST_HINT = ("Cut x into consecutive slices x[start:start + virtual_batch_size] (the last one "
+              "may be shorter) and normalize each slice with its own mean and variance.")
+
+RECOMPUTE_HINT = ("Give every batch the same weight: average the batch means, and average the "
+                  "unbiased batch variances (PyTorch's momentum=None gives batch k weight 1/k).")
+
+CHECKLIST_HINT = ("Go through the checklist in order: does the deployed accuracy depend on the "
+                  "batch size? Then, from the first BN layer on, do the inputs' mean and variance "
+                  "agree with the running ones?")
+
+
+LAYERNORM_FORWARD_MISTAKES = [
+    variant_mistake("layernorm-over-batch-axis", _layernorm_with(axes=0),
+            "You normalized each feature over the batch: that is BatchNorm, not LayerNorm.",
+            LAYERNORM_HINT),
+    variant_mistake("layernorm-over-channels-only", _layernorm_with(axes=1),
+            "For images you normalized over the channels of each pixel only.", LAYERNORM_HINT),
+    variant_mistake("unbiased-variance", _layernorm_with(ddof=1),
+            "You normalized with the unbiased variance (divide by the count minus 1).", BIASED_HINT),
+    variant_mistake("eps-outside-sqrt", _layernorm_with(eps_outside=True),
+            "You added eps to the standard deviation, outside the square root.", EPS_HINT),
+]
+
+GROUPNORM_FORWARD_MISTAKES = [
+    variant_mistake("wrong-group-axis", _groupnorm_with(layout="strided"),
+            "Your groups take every G-th channel (reshape to (N, C // G, G, ...)) instead of "
+            "consecutive channels.", GROUP_HINT),
+    variant_mistake("groups-over-batch", _groupnorm_with(over_batch=True),
+            "Your group statistics also average over the batch axis, so examples are mixed "
+            "again, as in BatchNorm.", GROUP_HINT),
+    variant_mistake("unbiased-variance", _groupnorm_with(ddof=1),
+            "You normalized with the unbiased variance (divide by the count minus 1).", BIASED_HINT),
+]
+
+FOLD_BATCHNORM_MISTAKES = [
+    variant_mistake("fold-forgot-eps", _fold_with(forgot_eps=True),
+            "Your folded scale is gamma / sqrt(running_var), without eps.", FOLD_HINT),
+    variant_mistake("fold-bias-without-mean-shift", _fold_with(no_mean_shift=True),
+            "Your folded bias leaves out the running mean: BN subtracts it before scaling.",
+            FOLD_HINT),
+    variant_mistake("fold-ignores-conv-bias", _fold_with(ignore_bias=True),
+            "Your folded bias ignores the convolution's own bias.", FOLD_HINT),
+    variant_mistake("fold-var-instead-of-std", _fold_with(var_not_std=True),
+            "Your folded scale divides by the running variance instead of its square root.",
+            FOLD_HINT),
+]
+
+GHOST_BATCHNORM_FORWARD_MISTAKES = [
+    variant_mistake("ghost-stats-over-whole-batch", _ghost_with("whole"),
+            "You normalized with the statistics of the whole batch: that is plain batch norm, "
+            "and virtual_batch_size changes nothing.", GHOST_HINT),
+    variant_mistake("ghost-strided-virtual-batches", _ghost_with("strided"),
+            "Your virtual batches take every k-th example (x[j::k]) instead of consecutive "
+            "examples.", GHOST_HINT),
+    variant_mistake("ghost-size-read-as-count", _ghost_with("count"),
+            "You cut x into virtual_batch_size pieces (np.array_split(x, virtual_batch_size)): "
+            "virtual_batch_size is the number of examples per virtual batch, not the number "
+            "of virtual batches.", GHOST_HINT),
+    variant_mistake("unbiased-variance", _ghost_with(ddof=1),
+            "You normalized with the unbiased variance (divide by the count minus 1).", BIASED_HINT),
+]
+
+RECOMPUTE_RUNNING_STATS_MISTAKES = [
+    variant_mistake("recompute-with-momentum", _ema_of_batches,
+            "You blended the batches with an exponential moving average (momentum 0.1), as "
+            "training does: the result leans toward the last batches and still remembers the "
+            "starting values 0 and 1.", RECOMPUTE_HINT),
+    variant_mistake("running-var-biased", lambda batches: _average_of_batches(batches, ddof=0),
+            "You averaged the biased batch variances (divide by N).",
+            "Running statistics use the unbiased batch variance, np.var(x, axis=0, ddof=1), "
+            "as in training."),
+    variant_mistake("counts-initial-values", _counting_reset_values,
+            "Your average counts the reset values (mean 0, variance 1) as if they were a batch.",
+            "Average only the batches you are given."),
+    variant_mistake("pools-all-examples", _pooled,
+            "You put all examples into one big batch. Its variance also counts how much the "
+            "batch means differ, and a larger batch weighs more: not what BN's running "
+            "statistics hold.", RECOMPUTE_HINT),
+    variant_mistake("last-batch-only", _last_batch,
+            "You returned the statistics of the last batch only.", RECOMPUTE_HINT),
+]
+
+DIAGNOSE_BN_BUG_MISTAKES = [
+    variant_mistake("wrongly-blames-eval-mode", _always("eval-mode-forgotten"),
+            "A forgotten model.eval() makes each prediction depend on the rest of its batch, "
+            "so the deployed accuracy would change with the batch size. Here it does not.",
+            CHECKLIST_HINT),
+    variant_mistake("wrongly-blames-frozen-statistics", _always("stats-frozen-while-fine-tuning"),
+            "Stale running statistics show at the first BN layer as inputs whose mean sits far "
+            "from the running mean (a large |mean - running mean| / running std). In this case "
+            "file the first BN layer's means agree.",
+            CHECKLIST_HINT),
+    variant_mistake("wrongly-blames-dropout", _always("dropout-before-batchnorm"),
+            "Dropout feeding a BN layer inflates only the variance that layer sees in training: "
+            "in eval mode its inputs' variance is well below the running variance while their "
+            "mean still agrees. This case file does not show that pattern.", CHECKLIST_HINT),
+    variant_mistake("misses-the-bug", _always("no-bug"),
+            "This model has a symptom that a healthy one does not.", CHECKLIST_HINT),
+]
+
+
+LAYERNORM_FORWARD = Exercise(
+    "layernorm_forward", ref.layernorm_forward, "layernorm_forward(x, gamma, beta, eps=1e-5)",
+    _layernorm_cases, mistakes=LAYERNORM_FORWARD_MISTAKES,
+    probes=(_probes.ignores_eps, _probes.constant_factor), hint=LAYERNORM_HINT)
+GROUPNORM_FORWARD = Exercise(
+    "groupnorm_forward", ref.groupnorm_forward,
+    "groupnorm_forward(x, gamma, beta, num_groups, eps=1e-5)", _groupnorm_cases,
+    mistakes=GROUPNORM_FORWARD_MISTAKES, probes=(_probes.ignores_eps, _probes.constant_factor),
+    hint=GROUP_HINT)
+FOLD_BATCHNORM = Exercise(
+    "fold_batchnorm", ref.fold_batchnorm, "fold_batchnorm(conv_weight, conv_bias, bn)",
+    _fold_cases, mistakes=FOLD_BATCHNORM_MISTAKES, probes=(_probes.constant_factor,),
+    hint=FOLD_HINT)
+GHOST_BATCHNORM_FORWARD = Exercise(
+    "ghost_batchnorm_forward", ref.ghost_batchnorm_forward,
+    "ghost_batchnorm_forward(x, gamma, beta, virtual_batch_size, eps=1e-5)", _ghost_cases,
+    mistakes=GHOST_BATCHNORM_FORWARD_MISTAKES, probes=(_probes.ignores_eps,), hint=GHOST_HINT)
+RECOMPUTE_RUNNING_STATS = Exercise(
+    "recompute_running_stats", ref.recompute_running_stats, "recompute_running_stats(batches)",
+    _recompute_cases, mistakes=RECOMPUTE_RUNNING_STATS_MISTAKES, hint=RECOMPUTE_HINT)
+DIAGNOSE_BN_BUG = Exercise(
+    "diagnose_bn_bug", planted_bug, "diagnose_bn_bug(case)", _diagnosis_cases,
+    mistakes=DIAGNOSE_BN_BUG_MISTAKES, hint=CHECKLIST_HINT)
+
+EXERCISES = [FOLD_BATCHNORM, LAYERNORM_FORWARD, GROUPNORM_FORWARD, GHOST_BATCHNORM_FORWARD,
+             RECOMPUTE_RUNNING_STATS, DIAGNOSE_BN_BUG]

@@ -1,0 +1,148 @@
+"""Mutation suite for notebook 03 (scale and shift): each wrong implementation below must
+be named with its catalogue id (see tests/mutation.py)."""
+
+import numpy as np
+import pytest
+
+# Imported here, not inside the candidates: the checker gives each call of a candidate a
+# time limit, and a first `import torch` would spend a good part of it.
+import torch
+import torch.nn.functional as F
+from mutation import Mutants, as_tensor, assert_diagnosed, missing_mutants, student_x_hat
+
+import bn_course.reference.numpy as course_answers
+
+MUTANTS = Mutants()
+
+
+# --- batchnorm_forward ------------------------------------------------------
+
+@MUTANTS.make("batchnorm_forward", "gamma-beta-swapped")
+def forward_swapped(x, gamma, beta, eps=1e-5):
+    return student_x_hat(x, eps) * beta[np.newaxis] + gamma[np.newaxis]
+
+
+@MUTANTS.make("batchnorm_forward", "forgot-shift")
+def forward_no_beta(x, gamma, beta, eps=1e-5):
+    centred = x - x.mean(0)
+    var = np.einsum("nd,nd->d", centred, centred) / len(x)
+    return gamma * centred / np.sqrt(var + eps)
+
+
+@MUTANTS.make("batchnorm_forward", "forgot-scale")
+def forward_no_gamma(x, gamma, beta, eps=1e-5):
+    return np.add(student_x_hat(x, eps), beta)
+
+
+@MUTANTS.make("batchnorm_forward", "returns-normalized-not-scaled")
+def forward_x_hat_only(x, gamma, beta, eps=1e-5):
+    return student_x_hat(x, eps)
+
+
+@MUTANTS.make("batchnorm_forward", "unbiased-variance")
+def forward_ddof_one(x, gamma, beta, eps=1e-5):
+    std = np.sqrt(np.std(x, axis=0, ddof=1) ** 2 + eps)
+    return gamma * (x - x.mean(axis=0)) / std + beta
+
+
+@MUTANTS.make("batchnorm_forward", "unbiased-variance")
+def forward_with_torch_var(x, gamma, beta, eps=1e-5):
+    t = as_tensor(x)
+    x_hat = (t - t.mean(0)) / torch.sqrt(t.var(0) + eps)
+    return (x_hat * as_tensor(gamma) + as_tensor(beta)).numpy()
+
+
+@MUTANTS.make("batchnorm_forward", "eps-outside-sqrt")
+def forward_eps_on_std(x, gamma, beta, eps=1e-5):
+    return gamma * (x - x.mean(axis=0)) / (x.std(axis=0) + eps) + beta
+
+
+@MUTANTS.make("batchnorm_forward", "forgot-eps")
+def forward_no_eps(x, gamma, beta, eps=1e-5):
+    return gamma * (x - x.mean(axis=0)) / x.std(axis=0) + beta
+
+
+@MUTANTS.make("batchnorm_forward", "axis-0-vs-1")
+def forward_per_example_loop(x, gamma, beta, eps=1e-5):
+    rows = [(row - row.mean()) / np.sqrt(row.var() + eps) for row in x]
+    return np.stack(rows) * gamma + beta
+
+
+@MUTANTS.make("batchnorm_forward", "var-instead-of-std")
+def forward_divides_by_variance(x, gamma, beta, eps=1e-5):
+    mean = x.mean(axis=0, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=0, keepdims=True)
+    return gamma * (x - mean) / (var + eps) + beta
+
+
+@MUTANTS.make("batchnorm_forward", "calls-course-reference")
+def forward_imports_the_answer(x, gamma, beta, eps=1e-5):
+    from bn_course.reference.numpy import batchnorm_forward as answer
+    return answer(x, gamma, beta, eps)
+
+
+@MUTANTS.make("batchnorm_forward", "calls-course-reference")
+def forward_on_top_of_course_normalize(x, gamma, beta, eps=1e-5):
+    return gamma * course_answers.normalize(x, x.mean(0), x.var(0), eps) + beta
+
+
+@MUTANTS.make("batchnorm_forward", "uses-builtin-batchnorm")
+def forward_with_functional_batch_norm(x, gamma, beta, eps=1e-5):
+    out = F.batch_norm(as_tensor(x), None, None, weight=as_tensor(gamma), bias=as_tensor(beta),
+                       training=True, eps=eps)
+    return out.numpy()
+
+
+@MUTANTS.make("batchnorm_forward", "uses-builtin-batchnorm")
+def forward_with_torch_batch_norm(x, gamma, beta, eps=1e-5):
+    out = torch.batch_norm(as_tensor(x), as_tensor(gamma), as_tensor(beta), None, None,
+                           True, 0.1, eps, False)
+    return out.numpy()
+
+
+@MUTANTS.make("batchnorm_forward", "uses-builtin-batchnorm")
+def forward_with_nn_module(x, gamma, beta, eps=1e-5):
+    layer = torch.nn.BatchNorm1d(x.shape[1], eps=eps, dtype=torch.from_numpy(x).dtype)
+    with torch.no_grad():
+        layer.weight.copy_(as_tensor(gamma))
+        layer.bias.copy_(as_tensor(beta))
+        return layer(as_tensor(x)).numpy()
+
+
+@MUTANTS.make("batchnorm_forward", "uses-builtin-batchnorm")
+def forward_with_aten_overload(x, gamma, beta, eps=1e-5):
+    # An aten batch-norm kernel called through its overload (torch.ops.aten.<op>.default).
+    out, _, _ = torch.ops.aten.native_batch_norm.default(
+        as_tensor(x), as_tensor(gamma), as_tensor(beta), None, None, True, 0.1, eps)
+    return out.numpy()
+
+
+@MUTANTS.make("batchnorm_forward", "uses-builtin-batchnorm")
+def forward_with_aten_legit_no_stats(x, gamma, beta, eps=1e-5):
+    out, _, _ = torch.ops.aten._native_batch_norm_legit.no_stats(
+        as_tensor(x), as_tensor(gamma), as_tensor(beta), True, 0.1, eps)
+    return out.numpy()
+
+
+@MUTANTS.make("batchnorm_forward", "modifies-input")
+def forward_normalizes_x_in_place(x, gamma, beta, eps=1e-5):
+    x -= x.mean(axis=0)
+    x /= np.sqrt((x ** 2).mean(axis=0) + eps)
+    return gamma * x + beta
+
+
+@MUTANTS.make("batchnorm_forward", "modifies-input")
+def forward_folds_scale_into_gamma(x, gamma, beta, eps=1e-5):
+    gamma /= np.sqrt(x.var(axis=0) + eps)
+    return (x - x.mean(axis=0)) * gamma + beta
+
+
+# --- the tests --------------------------------------------------------------
+
+def test_every_mistake_of_the_notebook_has_a_mutant():
+    assert not missing_mutants(MUTANTS, "03")
+
+
+@pytest.mark.parametrize("exercise, mistake_id, implementation", MUTANTS, ids=MUTANTS.ids())
+def test_mutant_is_diagnosed(exercise, mistake_id, implementation):
+    assert_diagnosed(exercise, mistake_id, implementation)

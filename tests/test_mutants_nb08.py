@@ -1,0 +1,224 @@
+"""Mutation suite for notebook 08 (beyond): each wrong implementation below must
+be named with its catalogue id (see tests/mutation.py)."""
+
+import numpy as np
+import pytest
+
+# Imported here, not inside the candidates: the checker gives each call of a candidate a
+# time limit, and a first `import torch` would spend a good part of it.
+import torch
+from mutation import Mutants, as_tensor, assert_diagnosed, missing_mutants
+
+import bn_course.reference.numpy as course_answers
+from bn_course.checks.nb08_beyond import WRONG_DIAGNOSIS
+
+MUTANTS = Mutants()
+
+
+# --- layernorm_forward, groupnorm_forward, fold_batchnorm --------------------
+
+def like_channels(v, x):
+    """A per-feature / per-channel vector shaped to broadcast against x."""
+    return v.reshape((1, -1) + (1,) * (x.ndim - 2))
+
+
+@MUTANTS.make("layernorm_forward", "layernorm-over-batch-axis")
+def layernorm_over_batch(x, gamma, beta, eps=1e-5):
+    mu = np.mean(x, axis=0)
+    var = np.mean((x - mu) ** 2, axis=0)
+    return like_channels(gamma, x) * (x - mu) / np.sqrt(var + eps) + like_channels(beta, x)
+
+
+@MUTANTS.make("layernorm_forward", "layernorm-over-channels-only")
+def layernorm_over_axis_one(x, gamma, beta, eps=1e-5):
+    x_hat = (x - x.mean(1, keepdims=True)) / np.sqrt(x.var(1, keepdims=True) + eps)
+    return x_hat * like_channels(gamma, x) + like_channels(beta, x)
+
+
+@MUTANTS.make("layernorm_forward", "unbiased-variance")
+def layernorm_flattened_ddof_one(x, gamma, beta, eps=1e-5):
+    flat = x.reshape(len(x), -1)
+    mean = flat.mean(axis=1).reshape((-1,) + (1,) * (x.ndim - 1))
+    var = flat.var(axis=1, ddof=1).reshape((-1,) + (1,) * (x.ndim - 1))
+    return like_channels(gamma, x) * (x - mean) / np.sqrt(var + eps) + like_channels(beta, x)
+
+
+@MUTANTS.make("layernorm_forward", "eps-outside-sqrt")
+def layernorm_eps_on_std(x, gamma, beta, eps=1e-5):
+    t = as_tensor(x)
+    dims = tuple(range(1, x.ndim))
+    x_hat = (t - t.mean(dims, keepdim=True)) / (t.std(dims, keepdim=True, correction=0) + eps)
+    return (x_hat * as_tensor(like_channels(gamma, x)) + as_tensor(like_channels(beta, x))).numpy()
+
+
+@MUTANTS.make("groupnorm_forward", "wrong-group-axis")
+def groupnorm_every_gth_channel(x, gamma, beta, num_groups, eps=1e-5):
+    n, c = x.shape[:2]
+    interleaved = x.reshape(n, c // num_groups, num_groups, -1)
+    mean = interleaved.mean(axis=(1, 3), keepdims=True)
+    var = interleaved.var(axis=(1, 3), keepdims=True)
+    x_hat = ((interleaved - mean) / np.sqrt(var + eps)).reshape(x.shape)
+    return x_hat * like_channels(gamma, x) + like_channels(beta, x)
+
+
+@MUTANTS.make("groupnorm_forward", "groups-over-batch")
+def groupnorm_blocks_over_whole_batch(x, gamma, beta, num_groups, eps=1e-5):
+    size = x.shape[1] // num_groups
+    out = np.empty_like(x)
+    for g in range(num_groups):
+        block = x[:, g * size:(g + 1) * size]
+        out[:, g * size:(g + 1) * size] = (block - block.mean()) / np.sqrt(block.var() + eps)
+    return out * like_channels(gamma, x) + like_channels(beta, x)
+
+
+@MUTANTS.make("groupnorm_forward", "unbiased-variance")
+def groupnorm_torch_default_var(x, gamma, beta, num_groups, eps=1e-5):
+    t = as_tensor(x).reshape(x.shape[0], num_groups, -1)
+    x_hat = ((t - t.mean(-1, keepdim=True)) / torch.sqrt(t.var(-1, keepdim=True) + eps)).numpy()
+    return x_hat.reshape(x.shape) * like_channels(gamma, x) + like_channels(beta, x)
+
+
+@MUTANTS.make("layernorm_forward", "calls-course-reference")
+def layernorm_as_one_course_group(x, gamma, beta, eps=1e-5):
+    return course_answers.groupnorm_forward(x, gamma, beta, num_groups=1, eps=eps)
+
+
+@MUTANTS.make("groupnorm_forward", "modifies-input")
+def groupnorm_centres_a_view_of_x(x, gamma, beta, num_groups, eps=1e-5):
+    groups = x.reshape(x.shape[0], num_groups, -1)  # a view: writing to it writes to x
+    groups -= groups.mean(axis=-1, keepdims=True)
+    x_hat = (groups / np.sqrt((groups ** 2).mean(axis=-1, keepdims=True) + eps)).reshape(x.shape)
+    return x_hat * like_channels(gamma, x) + like_channels(beta, x)
+
+
+def fold_scaled_weight(conv_weight, scale):
+    return np.einsum("o...,o->o...", conv_weight, scale)
+
+
+@MUTANTS.make("fold_batchnorm", "fold-forgot-eps")
+def fold_without_eps(conv_weight, conv_bias, bn):
+    scale = bn.weight * bn.running_var ** -0.5
+    bias = np.zeros_like(scale) if conv_bias is None else conv_bias
+    return fold_scaled_weight(conv_weight, scale), scale * (bias - bn.running_mean) + bn.bias
+
+
+@MUTANTS.make("fold_batchnorm", "fold-bias-without-mean-shift")
+def fold_bias_scaled_only(conv_weight, conv_bias, bn):
+    scale = bn.weight / np.sqrt(bn.running_var + bn.eps)
+    bias = 0.0 if conv_bias is None else conv_bias
+    return fold_scaled_weight(conv_weight, scale), bn.bias + bias * scale
+
+
+@MUTANTS.make("fold_batchnorm", "fold-ignores-conv-bias")
+def fold_drops_conv_bias(conv_weight, conv_bias, bn):
+    scale = bn.weight / np.sqrt(bn.running_var + bn.eps)
+    return fold_scaled_weight(conv_weight, scale), bn.bias - bn.running_mean * scale
+
+
+@MUTANTS.make("fold_batchnorm", "fold-var-instead-of-std")
+def fold_divides_by_variance(conv_weight, conv_bias, bn):
+    scale = np.divide(bn.weight, bn.running_var + bn.eps)
+    bias = 0.0 if conv_bias is None else conv_bias
+    weight = conv_weight * scale[(slice(None),) + (np.newaxis,) * (conv_weight.ndim - 1)]
+    return weight, (bias - bn.running_mean) * scale + bn.bias
+
+
+# --- notebook 08: ghost batch norm, re-estimated statistics, diagnosis ---
+
+@MUTANTS.make("ghost_batchnorm_forward", "ghost-stats-over-whole-batch")
+def ghost_plain_batchnorm(x, gamma, beta, virtual_batch_size, eps=1e-5):
+    return gamma * (x - x.mean(0)) / np.sqrt(x.var(0) + eps) + beta
+
+
+@MUTANTS.make("ghost_batchnorm_forward", "ghost-strided-virtual-batches")
+def ghost_by_step_slicing(x, gamma, beta, virtual_batch_size, eps=1e-5):
+    pieces = int(np.ceil(len(x) / virtual_batch_size))
+    out = np.zeros_like(x)
+    for j in range(pieces):
+        chunk = x[j::pieces]
+        out[j::pieces] = gamma * (chunk - chunk.mean(0)) / np.sqrt(chunk.var(0) + eps) + beta
+    return out
+
+
+@MUTANTS.make("ghost_batchnorm_forward", "ghost-size-read-as-count")
+def ghost_array_split(x, gamma, beta, virtual_batch_size, eps=1e-5):
+    chunks = np.array_split(x, virtual_batch_size)
+    return np.concatenate([gamma * (c - c.mean(0)) / np.sqrt(c.var(0) + eps) + beta
+                           for c in chunks if len(c)])
+
+
+@MUTANTS.make("ghost_batchnorm_forward", "unbiased-variance")
+def ghost_ddof_one(x, gamma, beta, virtual_batch_size, eps=1e-5):
+    out = []
+    for start in range(0, len(x), virtual_batch_size):
+        c = x[start:start + virtual_batch_size]
+        out.append(gamma * (c - c.mean(0)) / np.sqrt(c.std(0, ddof=1) ** 2 + eps) + beta)
+    return np.vstack(out)
+
+
+@MUTANTS.make("recompute_running_stats", "recompute-with-momentum")
+def recompute_ema_loop(batches):
+    mean, var = 0, 1
+    for x in batches:
+        mean = 0.9 * mean + 0.1 * np.mean(x, axis=0)
+        var = 0.9 * var + 0.1 * np.var(x, axis=0, ddof=1)
+    return mean, var
+
+
+@MUTANTS.make("recompute_running_stats", "running-var-biased")
+def recompute_biased(batches):
+    stats = [(x.mean(0), ((x - x.mean(0)) ** 2).mean(0)) for x in batches]
+    return sum(m for m, _ in stats) / len(stats), sum(v for _, v in stats) / len(stats)
+
+
+@MUTANTS.make("recompute_running_stats", "counts-initial-values")
+def recompute_cumulative_from_reset(batches):
+    mean, var = 0.0, 1.0
+    for k, x in enumerate(batches, start=2):  # the reset values count as batch 1
+        mean += (x.mean(0) - mean) / k
+        var += (x.var(0, ddof=1) - var) / k
+    return mean, var
+
+
+@MUTANTS.make("recompute_running_stats", "pools-all-examples")
+def recompute_pooled(batches):
+    x = np.vstack(batches)
+    return x.mean(0), x.var(0, ddof=1)
+
+
+@MUTANTS.make("recompute_running_stats", "last-batch-only")
+def recompute_last(batches):
+    for x in batches:
+        mean, var = x.mean(0), x.var(0, ddof=1)
+    return mean, var
+
+
+@MUTANTS.make("recompute_running_stats", "modifies-input")
+def recompute_in_place(batches):
+    means, variances = [], []
+    for x in batches:
+        means.append(x.mean(0))
+        x -= means[-1]  # changes the caller's arrays
+        variances.append((x ** 2).sum(0) / (len(x) - 1))
+    return np.mean(means, 0), np.mean(variances, 0)
+
+
+def diagnose_blaming(answer):
+    """A student who reads every case file the same way (a dict, unlike _always)."""
+    cases = dict.fromkeys("ABCD", answer)
+    return lambda case: cases[case]
+
+
+MUTANTS.extend([("diagnose_bn_bug", mistake_id, diagnose_blaming(answer))
+                for answer, mistake_id in WRONG_DIAGNOSIS.items()])
+
+
+# --- the tests --------------------------------------------------------------
+
+def test_every_mistake_of_the_notebook_has_a_mutant():
+    assert not missing_mutants(MUTANTS, "08")
+
+
+@pytest.mark.parametrize("exercise, mistake_id, implementation", MUTANTS, ids=MUTANTS.ids())
+def test_mutant_is_diagnosed(exercise, mistake_id, implementation):
+    assert_diagnosed(exercise, mistake_id, implementation)
