@@ -17,7 +17,9 @@ from bn_course.checks import EXERCISES, NOTEBOOK_EXERCISES, check
 
 class Mutants(list):
     """(exercise, mistake id, implementation) triples; ``@mutants.make(exercise, id)``
-    registers the decorated function or class. An id "a+b" is two mistakes at once."""
+    registers the decorated function or class. An id "a+b" is two mistakes at once;
+    "observation:ID" is a wrong answer that no catalogue entry fits, which a probe
+    must describe with observation ID."""
 
     def make(self, exercise, mistake_id):
         def register(implementation):
@@ -32,19 +34,23 @@ class Mutants(list):
 def assert_diagnosed(exercise, mistake_id, implementation):
     result = check(exercise, implementation)
     assert not result.passed
+    assert len(result.message.splitlines()) <= 6, result.message
+    if mistake_id.startswith("observation:"):
+        assert result.mistake is None, result.message
+        assert result.observation == mistake_id.split(":", 1)[1], result.message
+        return
     assert result.mistake == mistake_id, result.message
     for part in mistake_id.split("+"):  # two mistakes at once: both are named
         known = EXERCISES[exercise].mistake(part)
         assert implementation is not known.variant
         assert known.diagnosis in result.message
         assert known.hint in result.message
-    assert len(result.message.splitlines()) <= 6, result.message
 
 
 def missing_mutants(mutants, notebook):
     """The catalogue entries of a notebook's exercises that no mutant makes."""
     covered = {(exercise, part) for exercise, mistake_id, _ in mutants
-               for part in mistake_id.split("+")}
+               for part in mistake_id.split("+") if not part.startswith("observation:")}
     return sorted({(name, m.id) for name in NOTEBOOK_EXERCISES[notebook]
                    for m in EXERCISES[name].mistakes} - covered)
 
