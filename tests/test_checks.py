@@ -1108,3 +1108,16 @@ def test_the_module_check_runs_on_cuda_when_there_is_one():
     result = check("BatchNorm2d", Recording)
     assert result.passed, result.message
     assert devices == {"cuda"}
+
+
+def test_an_attribute_set_to_none_is_not_told_to_return():
+    """A layer that keeps its running mean under another name has no `return` to add."""
+    class RunningMeanElsewhere(first_correct("BatchNorm1d")):
+        def __init__(self, num_features, **kwargs):
+            super().__init__(num_features, **kwargs)
+            self.mean_so_far, self.running_mean = self.running_mean, None
+
+    result = check("BatchNorm1d", RunningMeanElsewhere)
+    assert not result.passed
+    assert "layer.running_mean" in result.message and "None" in result.message
+    assert "return" not in result.message, result.message

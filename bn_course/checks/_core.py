@@ -431,19 +431,21 @@ def _trusted_outputs(case, implementation, may_fail=True):
 
 # --- comparing outputs ------------------------------------------------------------
 
-def _type_problem(expected, got):
+def _type_problem(label, expected, got):
     """Why got cannot stand for expected at all (no diagnosis can help), or None."""
+    # An attribute read after a call (running_mean after call 2) is not a return value.
+    what = describe(got, returned=not (" after " in label or label.endswith(" at start")))
     if isinstance(expected, (bool, np.bool_)):
         if isinstance(got, (bool, np.bool_)):
             return None
-        return f"expected True/False, got {describe(got)}"
+        return f"expected True/False, got {what}"
     if isinstance(expected, np.ndarray):
         if isinstance(got, (np.ndarray, np.number, float, int)) and not isinstance(got, bool):
             return None
-        return f"expected a NumPy array, got {describe(got)}"
+        return f"expected a NumPy array, got {what}"
     if isinstance(got, (float, int, np.number, np.ndarray)) and np.ndim(got) == 0:
         return None
-    return f"expected a number, got {describe(got)}"
+    return f"expected a number, got {what}"
 
 
 def aligned(expected, got):
@@ -537,7 +539,7 @@ def _play_all(exercise, candidate, cases):
             played.append(Played(case, expected, failure=failure))
             continue
         for (label, want), (_, got) in zip(expected, outputs):
-            problem = _type_problem(want, got)
+            problem = _type_problem(label, want, got)
             if problem:
                 raise _Failed(f"On {case.description}, {label}: {problem}.")
         played.append(Played(case, expected, outputs))

@@ -84,7 +84,7 @@ def constant_factor(exercise, candidate, played):
     return []
 
 
-def rows_depend_on_batch(exercise, candidate, played, train_mode=True):
+def rows_depend_on_batch(exercise, candidate, played):
     """Change one example and see which rows of the output move."""
     p = _first_function_case(played)
     if p is None or np.ndim(p.case.args["x"]) != 2 or np.shape(p.case.args["x"])[0] < 3:

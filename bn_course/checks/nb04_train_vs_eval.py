@@ -253,7 +253,7 @@ def _layer_case(description, batches, gamma, beta, kwargs, float32):
         modes = ["train", "train", "train", "eval", "eval", "train"]
         for step, (mode, x) in enumerate(zip(modes, batches), start=1):
             layer.train() if mode == "train" else layer.eval()
-            out = _call(layer, x, f"On call {step} ({mode} mode) of {description}")
+            out = _call(layer, x, f"on call {step} ({mode} mode)")
             outputs += [
                 (f"output of call {step} ({mode} mode)", out),
                 (f"running_mean after call {step} ({mode} mode)",
