@@ -5,6 +5,9 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
+from answers import solution
+from torch import nn
 
 from bn_course.demos import training_comparisons as demo
 from bn_course.train import History
@@ -100,20 +103,33 @@ def test_run_pair_differs_only_in_bn():
 
 # --- figures ------------------------------------------------------------------------------
 
-def test_paper_result_uses_the_functions_it_is_given(small_paper):
+def test_paper_result_measures_with_the_functions_it_is_given(small_paper):
+    calls = []
+    steps_to_reach = solution("07_training_comparisons", "steps_to_reach")
+
+    def yours(steps, accuracy, target):
+        calls.append(target)
+        return steps_to_reach(steps, accuracy, target)
+
+    own = demo.paper_result()
+    assert own.baseline_final == pytest.approx(
+        np.mean(demo.run(replace(SMALL_PAPER, bn=False)).test_accuracy[-5:]))
+    assert demo.paper_result(yours) == own
+    assert calls[-2:] == [own.baseline_final] * 2  # after its self-check, it measured
+
+
+def test_paper_result_measures_with_the_course_answers_until_yours_pass(small_paper, capsys):
     def four_hundred(steps, accuracy, target):
         return 400
 
     def flat(values, q):
         return np.zeros((len(values), len(q)))
 
-    own = demo.paper_result()
-    assert own.baseline_final == pytest.approx(
-        np.mean(demo.run(replace(SMALL_PAPER, bn=False)).test_accuracy[-5:]))
-    theirs = demo.paper_result(four_hundred, flat)
-    assert theirs.baseline_steps == theirs.bn_steps == 400 and theirs.ratio == 1
-    assert np.isnan(theirs.bn_variation)  # a band of width 0: 0 / 0
-    assert "fewer with BN" in str(theirs)
+    assert demo.paper_result(four_hundred, flat) == demo.paper_result()
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    assert "your `steps_to_reach`, which does not pass" in lines[0]
+    assert "your `percentile_trace`, which does not pass" in lines[1]
 
 
 def test_paper_figure_draws_accuracy_and_two_bands_on_one_scale(small_paper):
@@ -164,6 +180,72 @@ def test_noise_figure_compares_three_networks(small_paper):
                                np.median(history.unit_inputs(layer=-1, unit=0), axis=1))
     # Shown up to the noisy run's last step only, for all three.
     assert all(max(line.get_xdata()) == demo.NOISE.steps for line in left.get_lines()[:3])
+
+
+# --- your network ---------------------------------------------------------------------------
+
+def your_pieces():
+    return (solution("07_training_comparisons", "build_mlp"),
+            solution("07_training_comparisons", "BatchNorm2d"))
+
+
+def test_as_batchnorm1d_normalizes_each_feature_like_torch(not_grading):
+    layer = demo.as_batchnorm1d(your_pieces()[1])(5).double()
+    torch_layer = nn.BatchNorm1d(5).double()
+    x = torch.randn(7, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 3 + 1
+    for _ in range(2):  # train mode: batch statistics, running ones updated
+        torch.testing.assert_close(layer(x), torch_layer(x))
+    torch.testing.assert_close(layer.running_var, torch_layer.running_var)
+    torch.testing.assert_close(layer.eval()(x), torch_layer.eval()(x))
+    assert demo.as_batchnorm1d(your_pieces()[1]) is type(layer)  # one class per layer class
+
+
+def test_your_network_uses_your_pieces_and_says_so(not_grading, capsys):
+    build_mlp, BatchNorm2d = your_pieces()
+    network = demo.your_network(build_mlp, BatchNorm2d)
+    assert network.build is build_mlp
+    assert network.norm_layer is demo.as_batchnorm1d(BatchNorm2d)
+    assert network.name == "your BatchNorm2d"
+    out = capsys.readouterr().out
+    assert "normalize with your BatchNorm2d" in out and "built by your build_mlp" in out
+
+
+def test_your_network_falls_back_to_the_course_with_the_diagnosis(not_grading, capsys):
+    from bn_course.reference.torch import BatchNorm1d
+
+    class BatchNorm2d(nn.Module):
+        def __init__(self, num_features, eps=1e-5, momentum=0.1):
+            super().__init__()
+            raise NotImplementedError()
+
+    def build_mlp(norm_layer, in_features, hidden, depth, num_classes):
+        return None
+
+    network = demo.your_network(build_mlp, BatchNorm2d)
+    assert network.build is None and network.norm_layer is BatchNorm1d
+    assert network.name == "the course's BatchNorm1d"
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    assert "because your BatchNorm2d does not pass its self-check yet: Not implemented" in lines[0]
+    assert "the course's build_mlp, because yours does not pass" in lines[1]
+    assert "torch.nn.Sequential, got None" in lines[1]
+
+
+def test_your_layer_trains_the_same_curve_as_torch(small_paper):
+    network = demo.your_network(*your_pieces())
+    comparison = demo.compare_with_torch(network)
+    assert comparison.loss_difference < 1e-5 and comparison.accuracy_difference == 0
+    assert comparison.evaluations == len(demo.run(replace(SMALL_PAPER, bn=True)).eval_step)
+    assert "your BatchNorm2d" in str(comparison)
+    fig = demo.paper_figure(network)
+    assert "with BN: your BatchNorm2d" in fig.texts[0].get_text()
+
+
+def test_the_noisy_run_shifts_the_output_of_your_layer(small_paper):
+    network = demo.your_network(*your_pieces())
+    torch_run = demo.run(replace(demo.NOISE, network=network.with_torch_layer()))
+    yours = demo.run(replace(demo.NOISE, network=network))
+    np.testing.assert_allclose(yours.loss, torch_run.loss, rtol=1e-4)
 
 
 # --- the slider panel ---------------------------------------------------------------------

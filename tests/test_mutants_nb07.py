@@ -1,9 +1,15 @@
 """Mutation suite for notebook 07 (training comparisons): each wrong implementation below must
 be named with its catalogue id (see tests/mutation.py)."""
 
+from itertools import pairwise
+
 import numpy as np
 import pytest
+from answers import solution
 from mutation import Mutants, assert_diagnosed, missing_mutants
+from torch import nn
+
+from bn_course.checks import check
 
 MUTANTS = Mutants()
 
@@ -96,6 +102,142 @@ def percentiles_sorting_in_place(values, q):
     high = np.minimum(low + 1, n - 1)
     weight = positions - low
     return values[:, low] * (1 - weight) + values[:, high] * weight
+
+
+# --- notebook 07: the paper's network ----------------------------------------
+
+def _layers(norm_layer, in_features, hidden, depth, num_classes, block):
+    """Hidden blocks made by ``block(norm_layer, width, hidden)``, then the output layer:
+    the skeleton most answers share; each mutant changes one thing."""
+    layers, width = [], in_features
+    for _ in range(depth):
+        layers += block(norm_layer, width, hidden)
+        width = hidden
+    return nn.Sequential(*layers, nn.Linear(width, num_classes))
+
+
+@MUTANTS.make("build_mlp", "bias-before-norm")
+def mlp_default_bias(norm_layer, in_features, hidden, depth, num_classes):
+    def block(norm_layer, width, hidden):  # nn.Linear's default, bias=True, everywhere
+        norm = [norm_layer(hidden)] if norm_layer else []
+        return [nn.Linear(width, hidden), *norm, nn.Sigmoid()]
+    return _layers(norm_layer, in_features, hidden, depth, num_classes, block)
+
+
+@MUTANTS.make("build_mlp", "norm-after-activation")
+def mlp_normalizes_activations(norm_layer, in_features, hidden, depth, num_classes):
+    model = nn.Sequential()
+    sizes = [in_features] + [hidden] * depth
+    for fan_in, fan_out in pairwise(sizes):
+        model.append(nn.Linear(fan_in, fan_out, bias=norm_layer is None))
+        model.append(nn.Sigmoid())
+        if norm_layer is not None:
+            model.append(norm_layer(fan_out))
+    model.append(nn.Linear(sizes[-1], num_classes))
+    return model
+
+
+@MUTANTS.make("build_mlp", "norm-on-logits")
+def mlp_normalized_logits(norm_layer, in_features, hidden, depth, num_classes):
+    sizes = [in_features] + [hidden] * depth + [num_classes]
+    layers = []
+    for i, (fan_in, fan_out) in enumerate(pairwise(sizes)):
+        last = i == len(sizes) - 2
+        layers.append(nn.Linear(fan_in, fan_out, bias=norm_layer is None or last))
+        if norm_layer:  # every Linear gets its BN, the output layer too
+            layers.append(norm_layer(fan_out))
+        if not last:
+            layers.append(nn.Sigmoid())
+    return nn.Sequential(*layers)
+
+
+@MUTANTS.make("build_mlp", "one-norm-layer-shared")
+def mlp_one_bn_object(norm_layer, in_features, hidden, depth, num_classes):
+    bn = norm_layer(hidden) if norm_layer else None
+
+    def block(norm_layer, width, hidden):
+        return [nn.Linear(width, hidden, bias=bn is None), *([bn] if bn else []), nn.Sigmoid()]
+    return _layers(norm_layer, in_features, hidden, depth, num_classes, block)
+
+
+@MUTANTS.make("build_mlp", "no-bias-without-norm")
+def mlp_never_a_bias(norm_layer, in_features, hidden, depth, num_classes):
+    def block(norm_layer, width, hidden):
+        norm = [norm_layer(hidden)] if norm_layer else []
+        return [nn.Linear(width, hidden, bias=False), *norm, nn.Sigmoid()]
+    return _layers(norm_layer, in_features, hidden, depth, num_classes, block)
+
+
+@MUTANTS.make("build_mlp", "last-layer-without-bias")
+def mlp_no_output_bias(norm_layer, in_features, hidden, depth, num_classes):
+    use_bias = norm_layer is None
+    layers, width = [], in_features
+    for _ in range(depth):
+        layers.append(nn.Linear(width, hidden, bias=use_bias))
+        if norm_layer:
+            layers.append(norm_layer(hidden))
+        layers.append(nn.Sigmoid())
+        width = hidden
+    layers.append(nn.Linear(width, num_classes, bias=use_bias))
+    return nn.Sequential(*layers)
+
+
+@MUTANTS.make("build_mlp", "relu-not-sigmoid")
+def mlp_relu(norm_layer, in_features, hidden, depth, num_classes):
+    def block(norm_layer, width, hidden):
+        norm = [norm_layer(hidden)] if norm_layer else []
+        return [nn.Linear(width, hidden, bias=not norm), *norm, nn.ReLU()]
+    return _layers(norm_layer, in_features, hidden, depth, num_classes, block)
+
+
+@MUTANTS.make("build_mlp", "one-block-too-many")
+def mlp_depth_plus_one(norm_layer, in_features, hidden, depth, num_classes):
+    layers, width = [], in_features
+    for _ in range(depth + 1):  # "depth layers of weights before the output"
+        layers += [nn.Linear(width, hidden, bias=norm_layer is None),
+                   *([norm_layer(hidden)] if norm_layer else []), nn.Sigmoid()]
+        width = hidden
+    return nn.Sequential(*layers, nn.Linear(width, num_classes))
+
+
+@MUTANTS.make("build_mlp", "one-block-too-few")
+def mlp_depth_counts_output(norm_layer, in_features, hidden, depth, num_classes):
+    sizes = [in_features] + [hidden] * (depth - 1)  # depth Linear layers in all
+    layers = []
+    for fan_in, fan_out in pairwise(sizes):
+        layers += [nn.Linear(fan_in, fan_out, bias=norm_layer is None),
+                   *([norm_layer(fan_out)] if norm_layer else []), nn.Sigmoid()]
+    return nn.Sequential(*layers, nn.Linear(sizes[-1], num_classes))
+
+
+@MUTANTS.make("build_mlp", "uses-builtin-batchnorm")
+def mlp_torch_batchnorm(norm_layer, in_features, hidden, depth, num_classes):
+    def block(norm_layer, width, hidden):
+        norm = [nn.BatchNorm1d(hidden)] if norm_layer else []
+        return [nn.Linear(width, hidden, bias=not norm), *norm, nn.Sigmoid()]
+    return _layers(norm_layer, in_features, hidden, depth, num_classes, block)
+
+
+@MUTANTS.make("build_mlp", "bias-before-norm+relu-not-sigmoid")
+def mlp_relu_default_bias(norm_layer, in_features, hidden, depth, num_classes):
+    def block(norm_layer, width, hidden):
+        norm = [norm_layer(hidden)] if norm_layer else []
+        return [nn.Linear(width, hidden), *norm, nn.ReLU()]
+    return _layers(norm_layer, in_features, hidden, depth, num_classes, block)
+
+
+def test_build_mlp_that_returns_a_list_is_told_to_return_a_sequential():
+    def as_list(norm_layer, in_features, hidden, depth, num_classes):
+        return list(mlp_torch_batchnorm(None, in_features, hidden, depth, num_classes))
+
+    result = check("build_mlp", as_list)
+    assert not result.passed
+    assert "should return a torch.nn.Sequential, got a value of type list" in result.message
+
+
+def test_build_mlp_as_the_notebook_writes_it_passes():
+    result = check("build_mlp", solution("07_training_comparisons", "build_mlp"))
+    assert result.passed, result.message
 
 
 # --- the tests --------------------------------------------------------------

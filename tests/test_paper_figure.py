@@ -11,6 +11,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from torch import nn
 
 from bn_course.demos import training_comparisons as demo
 
@@ -40,7 +41,10 @@ def median_variation(history, unit, skip=0.1):
 
 def test_the_protocol_is_the_papers():
     settings = demo.PAPER
-    assert (settings.depth, settings.hidden, settings.activation) == (3, 100, "sigmoid")
+    model = settings.network.model(True, 64, settings.hidden, settings.depth, 10)
+    kinds = [type(layer) for layer in model]
+    assert kinds == [nn.Linear, nn.BatchNorm1d, nn.Sigmoid] * 3 + [nn.Linear]
+    assert model[0].out_features == 100
     assert (settings.lr, settings.batch_size, settings.steps) == (1.0, 60, 3000)
     assert settings.eval_every == 50 and demo.FINAL_EVALUATIONS == 5
 

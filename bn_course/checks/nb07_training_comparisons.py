@@ -1,10 +1,19 @@
-"""Notebook 07, training comparisons: ``steps_to_reach`` and ``percentile_trace``,
-the two measurements behind the miniature of the paper's Figure 1."""
+"""Notebook 07, training comparisons: ``build_mlp``, the network of the paper's Figure 1
+with the student's layer in the right places, then ``steps_to_reach`` and
+``percentile_trace``, the two measurements behind the miniature of that figure."""
 
 import numpy as np
 
 from bn_course.checks import _cases, _probes
-from bn_course.checks._core import CandidateProblem, Case, Exercise, describe, variant_mistake
+from bn_course.checks._core import (
+    CandidateProblem,
+    Case,
+    Exercise,
+    Mistake,
+    describe,
+    knob_mistake,
+    variant_mistake,
+)
 from bn_course.reference import numpy as ref
 
 NEVER_REACHED = "raises ValueError when the accuracy never reaches the target"
@@ -300,4 +309,159 @@ PERCENTILE_TRACE = Exercise(
             "np.sort(values, axis=1) returns a sorted copy; np.percentile needs no sorting."),
     ])
 
-EXERCISES = [STEPS_TO_REACH, PERCENTILE_TRACE]
+
+# --- build_mlp ---------------------------------------------------------------------------
+
+PLACEMENT_HINT = ("Each hidden block is Linear(bias=False) -> norm_layer(hidden) -> Sigmoid, "
+                  "with a new norm_layer per block; the last Linear (to the logits) has a bias "
+                  "and no normalization after it. Without a norm_layer: Linear -> Sigmoid.")
+
+
+def _normalize_per_feature():
+    """A stand-in for the student's layer, defined here (not in bn_course.reference and
+    not PyTorch's, which the forbidden-call watch reports): per-feature batch
+    normalization with a weight, so that where it sits changes the logits."""
+    import torch
+    from torch import nn
+
+    class Normalize(nn.Module):
+        def __init__(self, num_features):
+            super().__init__()
+            self.num_features = num_features
+            self.weight = nn.Parameter(torch.linspace(0.5, 1.5, num_features))
+
+        def forward(self, x):
+            centred = x - x.mean(dim=0)
+            return self.weight * centred / torch.sqrt((centred ** 2).mean(dim=0) + 1e-5)
+
+    return Normalize
+
+
+def _as_network(model):
+    from torch import nn
+
+    if not isinstance(model, nn.Sequential):
+        raise CandidateProblem(f"build_mlp should return a torch.nn.Sequential, got "
+                               f"{describe(model)}.")
+    return model
+
+
+def _network_case(description, norm, in_features, hidden, depth, num_classes, float32=False):
+    """Build the network, give every Linear seeded weights and (non-zero) biases, and
+    report its logits on a fixed batch, how many parameters it has, and how many
+    distinct normalization layers."""
+    import torch
+    from torch import nn
+
+    norm_layer = _normalize_per_feature() if norm else None
+    dtype = torch.float32 if float32 else torch.float64
+    x = torch.from_numpy(np.random.default_rng(in_features * 31 + depth).normal(
+        1.0, 2.0, (8, in_features))).to(dtype)
+
+    def play(candidate):
+        args = (norm_layer, in_features, hidden, depth, num_classes)
+        model = _as_network(candidate(*args)).to(dtype)
+        generator = torch.Generator().manual_seed(depth)
+        with torch.no_grad():
+            for layer in model.modules():
+                if isinstance(layer, nn.Linear):
+                    layer.weight.normal_(0.0, 1.0 / in_features ** 0.5, generator=generator)
+                    if layer.bias is not None:
+                        layer.bias.uniform_(-1.0, 1.0, generator=generator)
+            logits = model.train()(x)
+        norms = {id(m) for m in model.modules() if norm_layer and isinstance(m, norm_layer)}
+        return [("logits of a batch of 8", logits.double().numpy()),
+                ("number of parameters", float(sum(p.numel() for p in model.parameters()))),
+                ("number of normalization layers", float(len(norms)))]
+
+    return Case(description, play, float32)
+
+
+def network_cases(group):
+    shapes = {"basic": [(True, 6, 5, 3, 4), (False, 6, 5, 3, 4), (True, 10, 7, 2, 3)],
+              "awkward": [(True, 4, 3, 1, 2), (False, 9, 2, 1, 5), (True, 3, 8, 5, 2),
+                          (False, 5, 4, 4, 3)],
+              "float32": [(True, 6, 5, 3, 4)]}[group]
+    return [_network_case(
+        f"build_mlp({'norm_layer' if norm else 'None'}, in_features={i}, hidden={h}, "
+        f"depth={d}, num_classes={c})", norm, i, h, d, c, float32=group == "float32")
+        for norm, i, h, d, c in shapes]
+
+
+def _build_mlp_with(bias_before_norm=False, norm_after_activation=False, norm_on_logits=False,
+                    shared_norm=False, bias_without_norm=True, last_bias=True,
+                    activation="sigmoid", blocks=0):
+    """build_mlp with some mistakes; ``blocks`` is added to the number of hidden blocks."""
+    from torch import nn
+
+    def build_mlp(norm_layer, in_features, hidden, depth, num_classes):
+        shared = norm_layer(hidden) if norm_layer and shared_norm else None
+        layers, width = [], in_features
+        for _ in range(depth + blocks):
+            bias = bias_before_norm if norm_layer else bias_without_norm
+            layers.append(nn.Linear(width, hidden, bias=bias))
+            act = nn.Sigmoid() if activation == "sigmoid" else nn.ReLU()
+            norm = [shared or norm_layer(hidden)] if norm_layer else []
+            layers += [act, *norm] if norm_after_activation else [*norm, act]
+            width = hidden
+        # last_bias=False: the rule "no bias when a norm_layer is given" applied to the
+        # output layer too, which no norm_layer follows.
+        layers.append(nn.Linear(width, num_classes, bias=last_bias or norm_layer is None))
+        if norm_layer and norm_on_logits:
+            layers.append(norm_layer(num_classes))
+        return nn.Sequential(*layers)
+
+    return build_mlp
+
+
+def _reference_build_mlp(norm_layer, in_features, hidden, depth, num_classes):
+    from bn_course.reference.torch import build_mlp  # torch only when this exercise runs
+
+    return build_mlp(norm_layer, in_features, hidden, depth, num_classes)
+
+
+BUILD_MLP = Exercise(
+    "build_mlp", _reference_build_mlp,
+    "build_mlp(norm_layer, in_features, hidden, depth, num_classes)", network_cases,
+    build=_build_mlp_with, hint=PLACEMENT_HINT, needs_torch=True,
+    mistakes=[
+        knob_mistake("bias-before-norm", "Your Linear layers keep their bias in front of "
+                     "the normalization layer. It subtracts the batch mean, which cancels "
+                     "any constant the bias adds: those parameters can never learn anything.",
+                     "Build the Linear before a norm_layer with bias=False (beta does the "
+                     "bias's job).", bias_before_norm=True),
+        knob_mistake("norm-after-activation", "You put the normalization after the sigmoid: "
+                     "Linear -> Sigmoid -> norm. The paper normalizes what the sigmoid "
+                     "receives, so that it starts in its steep middle part.",
+                     "Linear -> norm_layer -> Sigmoid.", norm_after_activation=True),
+        knob_mistake("norm-on-logits", "You also normalized the logits, after the last "
+                     "Linear: the class scores then always have batch mean 0 and variance 1.",
+                     "Only the hidden blocks get a norm_layer; the last Linear feeds the loss "
+                     "directly.", norm_on_logits=True),
+        knob_mistake("one-norm-layer-shared", "Every block uses the same normalization layer "
+                     "object (e.g. `[norm_layer(hidden)] * depth`), so they share one gamma, "
+                     "one beta and one set of running statistics.",
+                     "Call norm_layer(hidden) once per block.", shared_norm=True),
+        knob_mistake("no-bias-without-norm", "Without a norm_layer your Linear layers have no "
+                     "bias: the network without BN loses the parameters it needs.",
+                     "bias=False only where a norm_layer follows the Linear.",
+                     bias_without_norm=False),
+        knob_mistake("last-layer-without-bias", "With a norm_layer, your last Linear (to the "
+                     "logits) has no bias. No normalization follows it, so nothing else can "
+                     "shift the class scores.",
+                     "Keep bias=True on the output layer.", last_bias=False),
+        knob_mistake("relu-not-sigmoid", "You used ReLU; the paper's network (and this "
+                     "notebook's experiment) uses sigmoids.", "nn.Sigmoid() in every block.",
+                     activation="relu"),
+        knob_mistake("one-block-too-many", "Your network has depth + 1 hidden blocks.",
+                     "depth counts the hidden blocks; the output Linear comes after them.",
+                     blocks=1),
+        knob_mistake("one-block-too-few", "Your network has depth - 1 hidden blocks (did the "
+                     "output layer count as one?).", "depth counts the hidden blocks; the "
+                     "output Linear comes after them.", blocks=-1),
+        Mistake("uses-builtin-batchnorm", "Your build_mlp builds PyTorch's BatchNorm1d itself "
+                "instead of the norm_layer it is given.", "Call norm_layer(hidden): the "
+                "experiment passes your own layer there."),
+    ])
+
+EXERCISES = [BUILD_MLP, STEPS_TO_REACH, PERCENTILE_TRACE]

@@ -5,6 +5,12 @@ this kernel has already trained: the figures, the sweeps and the slider panel sh
 them, and a slider moved back to a setting seen before redraws at once. Nothing is
 precomputed or shipped; everything is seeded, so every run gives the same numbers.
 torch is imported only when something trains.
+
+Which networks train is a ``Network``: a builder with the signature of the notebook's
+``build_mlp`` and a normalization layer class. ``your_network(build_mlp, BatchNorm2d)``
+gives the student's (each piece once it passes its self-check); every experiment takes
+it as ``network=`` and says in its title whose layer ran. The default, ``TORCH``, is the
+course's builder with ``torch.nn.BatchNorm1d``.
 """
 
 import functools
@@ -16,6 +22,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from bn_course import plots
+from bn_course.demos._guard import say, self_check_problem, yours_or_ours
 from bn_course.reference.numpy import percentile_trace, steps_to_reach
 from bn_course.widgets import SliderPanel, grading
 
@@ -28,8 +35,38 @@ CHANCE = 0.1           # ten classes
 
 
 @dataclass(frozen=True)
+class Network:
+    """How the experiments build their networks. ``build(norm_layer, in_features, hidden,
+    depth, num_classes)`` returns the sigmoid network (notebook 07's ``build_mlp``; None:
+    the course's); ``norm_layer`` is the layer class of the networks with BN (None:
+    ``torch.nn.BatchNorm1d``); ``name`` says whose layer it is, in the figures."""
+
+    build: object = None
+    norm_layer: object = None
+    name: str = "torch.nn.BatchNorm1d"
+
+    def layer_class(self):
+        from torch import nn
+
+        return self.norm_layer or nn.BatchNorm1d
+
+    def with_torch_layer(self):
+        """The same builder with torch.nn.BatchNorm1d."""
+        return replace(self, norm_layer=None, name="torch.nn.BatchNorm1d")
+
+    def model(self, bn, in_features, hidden, depth, num_classes):
+        from bn_course.reference.torch import build_mlp
+
+        norm_layer = self.layer_class() if bn else None
+        return (self.build or build_mlp)(norm_layer, in_features, hidden, depth, num_classes)
+
+
+TORCH = Network()
+
+
+@dataclass(frozen=True)
 class Settings:
-    """One training run on the digits: a ``make_mlp`` network and plain SGD.
+    """One training run on the digits: a ``network`` of sigmoid layers and plain SGD.
     Frozen, hence hashable: ``run`` memoizes on it."""
 
     bn: bool = False
@@ -42,8 +79,8 @@ class Settings:
     bn_noise: float = 0.0
     record_preactivations: bool = False
     hidden: int = 100
-    activation: str = "sigmoid"
     seed: int = 0
+    network: Network = TORCH
 
 
 # The miniature of Ioffe & Szegedy (2015), Figure 1: three sigmoid layers of 100 units,
@@ -76,6 +113,7 @@ def digits():
 
 
 _trained = {}  # Settings -> History: every run this kernel has trained
+_seconds = {}  # Settings -> how long its training took
 
 
 def run(settings, progress=True):
@@ -86,7 +124,9 @@ def run(settings, progress=True):
     unless ``progress`` is False.
     """
     if settings not in _trained:
+        start = time.perf_counter()
         _trained[settings] = _train(settings, progress)
+        _seconds[settings] = time.perf_counter() - start
     return _trained[settings]
 
 
@@ -96,13 +136,15 @@ def runs_trained():
 
 
 def _train(settings, progress):
-    from bn_course.train import make_mlp, train
+    from bn_course.train import init_linear_layers, train, with_random_shifts
 
     data = digits()
-    model = make_mlp(data.num_features, settings.hidden, settings.depth, data.num_classes,
-                     bn=settings.bn, activation=settings.activation,
-                     init_scale=settings.init_scale, seed=settings.seed,
-                     bn_noise=settings.bn_noise)
+    model = settings.network.model(settings.bn, data.num_features, settings.hidden,
+                                   settings.depth, data.num_classes)
+    if settings.bn_noise:
+        model = with_random_shifts(model, settings.network.layer_class(), settings.bn_noise,
+                                   settings.seed)
+    init_linear_layers(model, settings.init_scale, settings.seed)
     return train(model, data, settings.steps, settings.lr, batch_size=settings.batch_size,
                  seed=settings.seed, eval_every=settings.eval_every, progress=progress,
                  record_preactivations=settings.record_preactivations)
@@ -120,6 +162,91 @@ def _run_all(all_settings, description):
     for settings in tqdm(all_settings, desc=description, delay=1.0, leave=False,
                          disable=grading()):
         run(settings)
+
+
+# --- your network -----------------------------------------------------------------------
+
+@functools.cache
+def as_batchnorm1d(BatchNorm2d):
+    """A subclass of ``BatchNorm2d`` (a class with torch.nn.BatchNorm2d's API) for (N, D)
+    batches: each feature becomes a channel of 1x1 images, whose statistics over
+    (N, 1, 1) are the feature's over the batch, exactly what BatchNorm1d computes."""
+
+    class AsBatchNorm1d(BatchNorm2d):
+        def forward(self, x):
+            return super().forward(x[:, :, None, None])[:, :, 0, 0]
+
+    AsBatchNorm1d.__name__ = AsBatchNorm1d.__qualname__ = f"{BatchNorm2d.__name__}As1d"
+    return AsBatchNorm1d
+
+
+def your_network(build_mlp, BatchNorm2d):
+    """The ``Network`` of the student's ``build_mlp`` and ``BatchNorm2d`` (run on (N, D)
+    batches by ``as_batchnorm1d``), each once it passes its self-check; the course's
+    stands in for one that does not pass yet. Prints which ran."""
+    if grading():
+        return TORCH
+    from bn_course.reference.torch import BatchNorm1d
+
+    layer_problem = self_check_problem("BatchNorm2d", BatchNorm2d)
+    build_problem = self_check_problem("build_mlp", build_mlp)
+    if layer_problem is None:
+        norm_layer, name = as_batchnorm1d(BatchNorm2d), "your BatchNorm2d"
+        say("The networks with BN in this notebook normalize with your BatchNorm2d "
+            "(each feature a channel of 1x1 images).")
+    else:
+        norm_layer, name = BatchNorm1d, "the course's BatchNorm1d"
+        say("The networks with BN in this notebook normalize with the course's BatchNorm1d, "
+            f"because your BatchNorm2d does not pass its self-check yet: {layer_problem}")
+    if build_problem is None:
+        say("They are built by your build_mlp.")
+    else:
+        say("They are built by the course's build_mlp, because yours does not pass its "
+            f"self-check yet: {build_problem}")
+    return Network(None if build_problem else build_mlp, norm_layer, name)
+
+
+@dataclass(frozen=True)
+class LayerComparison:
+    """The paper's BN run trained twice, same seed, same batches: with ``name``'s layer
+    and with torch.nn.BatchNorm1d."""
+
+    name: str
+    steps: int
+    seconds: float
+    torch_seconds: float
+    loss_difference: float   # largest |loss - torch's loss| over all steps
+    accuracy_difference: float  # largest |test accuracy - torch's| over all evaluations
+    evaluations: int
+
+    def __str__(self):
+        slower = self.seconds / self.torch_seconds
+        return "\n".join([
+            f"The paper's network with BN, {self.steps:,} steps, the same weights and batches:",
+            f"  {self.name:<26} {self.seconds:5.1f} s",
+            f"  {'torch.nn.BatchNorm1d':<26} {self.torch_seconds:5.1f} s  ({slower:.1f}x faster)",
+            (f"largest difference in the training loss, over {self.steps:,} steps: "
+             f"{self.loss_difference:.1e}"),
+            (f"largest difference in the test accuracy, over {self.evaluations} evaluations: "
+             f"{self.accuracy_difference:.3f}"),
+        ])
+
+    __repr__ = __str__
+
+
+def compare_with_torch(network):
+    """``LayerComparison`` of the paper's BN run with ``network``'s layer and with
+    torch.nn.BatchNorm1d (the same builder). None under nbgrader."""
+    if grading():
+        return None
+    yours = replace(PAPER, bn=True, network=network)
+    torch_layer = replace(yours, network=network.with_torch_layer())
+    mine, theirs = run(yours), run(torch_layer)
+    return LayerComparison(
+        network.name, PAPER.steps, _seconds[yours], _seconds[torch_layer],
+        float(np.max(np.abs(np.subtract(mine.loss, theirs.loss)))),
+        float(np.max(np.abs(np.subtract(mine.test_accuracy, theirs.test_accuracy)))),
+        len(mine.eval_step))
 
 
 # --- measuring a history ----------------------------------------------------------------
@@ -205,17 +332,25 @@ class PaperResult:
     __repr__ = __str__
 
 
-def paper_runs():
+def paper_runs(network=TORCH):
     """The two runs of the paper's protocol: ``{NO_BN: History, BN: History}``."""
-    return run_pair(PAPER)
+    return run_pair(replace(PAPER, network=network))
 
 
-def paper_result(steps_to_reach=_first_step_reaching, percentile_trace=_percentiles, unit=0):
+def paper_result(steps_to_reach=_first_step_reaching, percentile_trace=_percentiles, unit=0,
+                 network=TORCH):
     """``PaperResult`` of the two runs of ``PAPER``, measured with the given functions
-    (the notebook passes the student's). None under nbgrader, which trains nothing."""
+    (the notebook passes the student's; the course's stand in for one that does not pass
+    its self-check yet). None under nbgrader, which trains nothing."""
     if grading():
         return None
-    runs = paper_runs()
+    if steps_to_reach is not _first_step_reaching:
+        steps_to_reach = yours_or_ours("steps_to_reach", steps_to_reach, _first_step_reaching,
+                                       what="measurement")
+    if percentile_trace is not _percentiles:
+        percentile_trace = yours_or_ours("percentile_trace", percentile_trace, _percentiles,
+                                         what="measurement")
+    runs = paper_runs(network)
     baseline, with_bn = runs[NO_BN], runs[BN]
     target = final_accuracy(baseline)
 
@@ -241,26 +376,26 @@ class Gaps(dict):
                          for label, (train, test, gap) in self.items())
 
 
-def generalization_gaps():
+def generalization_gaps(network=TORCH):
     """Final train and test accuracy of the paper's two runs and the gap between them
     (``Gaps``). None under nbgrader."""
     if grading():
         return None
     gaps = Gaps()
-    for label, history in paper_runs().items():
+    for label, history in paper_runs(network).items():
         train = float(np.mean(history.train_accuracy[-FINAL_EVALUATIONS:]))
         test = final_accuracy(history)
         gaps[label] = (train, test, train - test)
     return gaps
 
 
-def paper_figure(unit=0):
+def paper_figure(network=TORCH, unit=0):
     """(a) test accuracy over training, without and with BN; (b, c) the 15th, 50th and
     85th percentiles of what one sigmoid of the last hidden layer receives."""
     if grading():
         return None
-    runs = paper_runs()
-    result = paper_result(unit=unit)
+    runs = paper_runs(network)
+    result = paper_result(unit=unit, network=network)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     _accuracy_panel(axes[0], runs, result.baseline_final)
     for label, x in [(NO_BN, result.baseline_steps), (BN, result.bn_steps)]:
@@ -284,6 +419,7 @@ def paper_figure(unit=0):
     high = max(ax.get_ylim()[1] for ax in axes[1:])
     for ax in axes[1:]:
         ax.set_ylim(low, high)  # the same scale, so the two bands compare at a glance
+    fig.suptitle(f"{BN}: {network.name}", fontsize=10)
     fig.tight_layout()
     plt.close(fig)  # shown once, as the cell's value
     return fig
@@ -306,21 +442,21 @@ def _accuracy_panel(ax, runs, target=None, up_to=None):
 
 # --- sweeps -------------------------------------------------------------------------------
 
-def sweep_runs(knob, values=None, centre=SWEEP):
+def sweep_runs(knob, values=None, centre=SWEEP, network=TORCH):
     """``{value: {NO_BN: History, BN: History}}`` with ``knob`` (a ``Settings`` field)
-    set to each value and everything else as in ``centre``."""
+    set to each value and everything else as in ``centre`` (but the ``network``)."""
     values = SWEEP_VALUES[knob] if values is None else values
-    settings = [replace(centre, **{knob: value}) for value in values]
+    settings = [replace(centre, network=network, **{knob: value}) for value in values]
     _run_all([replace(s, bn=bn) for s in settings for bn in (False, True)],
              f"{KNOB_NAMES.get(knob, knob)} sweep")
     return {value: run_pair(s) for value, s in zip(values, settings)}
 
 
-def sweep(knob, values=None, centre=SWEEP):
+def sweep(knob, values=None, centre=SWEEP, network=TORCH):
     """One panel per value of ``knob``: test accuracy over training without and with BN."""
     if grading():
         return None
-    runs = sweep_runs(knob, values, centre)
+    runs = sweep_runs(knob, values, centre, network)
     fig, axes = plt.subplots(1, len(runs), figsize=(3.1 * len(runs), 3.3), sharey=True,
                              squeeze=False)
     for ax, (value, pair) in zip(axes[0], runs.items()):
@@ -337,7 +473,8 @@ def sweep(knob, values=None, centre=SWEEP):
     fixed = ", ".join(f"{KNOB_NAMES[name]} {getattr(centre, name):g}"
                       for name in KNOB_NAMES if name != knob)
     layers = "sigmoid layers" if knob == "depth" else f"{centre.depth} sigmoid layers"
-    fig.suptitle(f"{layers} of {centre.hidden}, {centre.steps} steps; {fixed}", fontsize=10)
+    fig.suptitle(f"{layers} of {centre.hidden}, {centre.steps} steps; {fixed}; "
+                 f"BN: {network.name}", fontsize=10)
     fig.tight_layout()
     plt.close(fig)
     return fig
@@ -394,10 +531,10 @@ class NoiseResult:
     variation: dict
 
 
-def noise_runs():
+def noise_runs(network=TORCH):
     """The paper's two runs and the BN run with random shifts (``NOISE``)."""
-    runs = paper_runs()
-    return {NO_BN: runs[NO_BN], BN: runs[BN], NOISY_BN: run(NOISE)}
+    runs = paper_runs(network)
+    return {NO_BN: runs[NO_BN], BN: runs[BN], NOISY_BN: run(replace(NOISE, network=network))}
 
 
 def _up_to(history, last_step, unit):
@@ -408,12 +545,12 @@ def _up_to(history, last_step, unit):
     return steps[kept], np.asarray(history.test_accuracy)[kept], trace
 
 
-def noise_result(unit=0):
+def noise_result(unit=0, network=TORCH):
     """``NoiseResult`` of ``noise_runs``, for ``unit`` of the last hidden layer. None under
     nbgrader."""
     if grading():
         return None
-    runs = noise_runs()
+    runs = noise_runs(network)
     target = final_accuracy(runs[NO_BN])
     steps, variation = {}, {}
     for label, history in runs.items():
@@ -423,13 +560,13 @@ def noise_result(unit=0):
     return NoiseResult(target, steps, variation)
 
 
-def noise_figure(unit=0):
+def noise_figure(network=TORCH, unit=0):
     """Left: test accuracy of the three networks; right: the median of what one sigmoid of
     the last hidden layer receives, as training sees it."""
     if grading():
         return None
-    runs = noise_runs()
-    result = noise_result(unit)
+    runs = noise_runs(network)
+    result = noise_result(unit, network)
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4))
     _accuracy_panel(left, runs, result.target, up_to=NOISE.steps)
 
@@ -445,6 +582,7 @@ def noise_figure(unit=0):
     right.set(xlabel="training step", ylabel="median sigmoid input",
               title=f"unit {unit} of the last hidden layer: where its distribution sits")
     right.legend(fontsize=8)
+    fig.suptitle(f"BN: {network.name}", fontsize=10)
     fig.tight_layout()
     plt.close(fig)
     return fig
@@ -499,7 +637,7 @@ def draw_runs(runs, title):
     return fig
 
 
-def training_panel(centre=SWEEP):
+def training_panel(centre=SWEEP, network=TORCH):
     """Sliders for the learning rate, the depth, the batch size, the weight-init scale and
     BN (off, on, or both side by side); each move trains what it has not seen before."""
     if grading():
@@ -507,14 +645,14 @@ def training_panel(centre=SWEEP):
 
     def draw(lr, depth, batch_size, init_scale, bn):
         settings = replace(centre, lr=lr, depth=depth, batch_size=batch_size,
-                           init_scale=init_scale)
+                           init_scale=init_scale, network=network)
         # No progress bars: the status line says "training...", and a finished bar would
         # stay above the figure.
         runs = {label: run(replace(settings, bn=label == BN), progress=False)
                 for label in BN_CHOICES[bn]}
         return draw_runs(runs, f"{depth} sigmoid layers of {centre.hidden}, learning rate "
                                f"{lr:g}, batch {batch_size}, init scale {init_scale:g}, "
-                               f"{centre.steps} steps")
+                               f"{centre.steps} steps; BN: {network.name}")
 
     wide_label = {"description_width": "initial"}
 

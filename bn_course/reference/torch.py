@@ -35,7 +35,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 __all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNormFunction", "BatchRenorm", "batch_norm",
-           "batch_renorm", "freeze_batchnorm", "param_groups", "zero_init_last_bn"]
+           "batch_renorm", "build_mlp", "freeze_batchnorm", "param_groups", "zero_init_last_bn"]
 
 
 def _reduce_dims(x):
@@ -337,3 +337,23 @@ class BatchRenorm(_BatchNorm):
 
     def extra_repr(self):
         return f"{super().extra_repr()}, r_max={self.r_max}, d_max={self.d_max}"
+
+
+def build_mlp(norm_layer, in_features, hidden, depth, num_classes):
+    """The fully connected network of the paper's Figure 1 (notebook 07), with or without BN.
+
+    ``depth`` blocks of Linear -> norm_layer -> Sigmoid, then a Linear to the logits.
+    ``norm_layer`` is a class built as ``norm_layer(hidden)`` (one new layer per block);
+    None builds the network without normalization: Linear -> Sigmoid. A Linear right
+    before a normalization layer has no bias: the layer subtracts the batch mean, which
+    cancels any bias, and its beta does the bias's job. The last Linear keeps its bias.
+    """
+    layers, width = [], in_features
+    for _ in range(depth):
+        layers.append(nn.Linear(width, hidden, bias=norm_layer is None))
+        if norm_layer is not None:
+            layers.append(norm_layer(hidden))
+        layers.append(nn.Sigmoid())
+        width = hidden
+    layers.append(nn.Linear(width, num_classes))
+    return nn.Sequential(*layers)
