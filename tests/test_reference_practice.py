@@ -276,3 +276,11 @@ def test_param_groups_count_a_shared_layer_once():
     groups = tref.param_groups(model, 0.1)
     assert sorted(len(g["params"]) for g in groups) == [1, 3]
     torch.optim.SGD(groups, lr=0.1)
+
+
+def test_param_groups_count_a_tied_weight_once():
+    model = nn.Sequential(nn.Linear(4, 4, bias=False), nn.ReLU(), nn.Linear(4, 4, bias=False))
+    model[2].weight = model[0].weight  # one tensor, two modules
+    groups = tref.param_groups(model, 0.1)
+    assert [len(g["params"]) for g in groups] == [1, 0]
+    torch.optim.SGD(groups, lr=0.1)  # rejects a parameter listed twice

@@ -453,3 +453,47 @@ def renorm_lab():
     if grading():
         return None
     return renorm_figure(renorm_experiment())
+
+
+def renorm_slider_figure(batch_renorm_forward, r_max, d_max, seed=0):
+    """One feature, a batch of 4 drawn far from the running statistics: the outputs of
+    train-mode BN, of eval-mode BN (running statistics) and of batch renorm with the given
+    r_max and d_max, which sit between the two."""
+    rng = np.random.default_rng(seed)
+    x = 1.0 + 0.4 * rng.standard_normal((4, 1))
+    running_mean, running_var = np.zeros(1), np.ones(1)
+    gamma, beta = np.ones(1), np.zeros(1)
+    as_bn = (x - x.mean(0)) / np.sqrt(x.var(0) + 1e-5)
+    as_eval = (x - running_mean) / np.sqrt(running_var + 1e-5)
+    renormed = np.asarray(batch_renorm_forward(x, running_mean, running_var, gamma, beta,
+                                               r_max, d_max)).reshape(x.shape)
+    fig, ax = plt.subplots(figsize=(8, 2.8))
+    for row, (label, values, colour) in enumerate([
+            ("BN, train mode (batch statistics)", as_bn, "C0"),
+            (f"batch renorm, r_max={r_max:g}, d_max={d_max:g}", renormed, "C2"),
+            ("BN, eval mode (running statistics)", as_eval, "C3")]):
+        ax.plot(values.ravel(), np.full(len(values), row), "o", ms=9, color=colour)
+        ax.text(3.3, row, label, va="center", fontsize=9)
+    ax.set(yticks=[], xlim=(-3, 7), ylim=(-0.6, 2.6), xlabel="normalized value",
+           title="4 examples with mean ~1 and spread ~0.4; running mean 0, variance 1")
+    fig.tight_layout()
+    return fig  # the panel shows it, then closes it
+
+
+def renorm_panel(batch_renorm_forward):
+    """Sliders for r_max and d_max over ``renorm_slider_figure`` with your
+    ``batch_renorm_forward`` (the course's until yours passes its self-check)."""
+    if grading():
+        return None
+    import ipywidgets as widgets
+
+    from bn_course.reference.numpy import batch_renorm_forward as ours
+    from bn_course.widgets import slider_panel
+
+    renorm = yours_or_ours("batch_renorm_forward", batch_renorm_forward, ours)
+    return slider_panel(
+        functools.partial(renorm_slider_figure, renorm),
+        r_max=widgets.FloatSlider(value=1.0, min=1.0, max=5.0, step=0.25, description="r_max",
+                                  continuous_update=False),
+        d_max=widgets.FloatSlider(value=0.0, min=0.0, max=5.0, step=0.25, description="d_max",
+                                  continuous_update=False))

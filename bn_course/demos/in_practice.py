@@ -72,7 +72,6 @@ def _bn_state(model):
 
 
 def _some_new_domain_batch(size=8):
-    import torch
 
     from bn_course.data import load_digits
 
@@ -517,7 +516,7 @@ def autocast_report():
             hook.remove()
         print(f"torch.autocast('cpu', dtype={dtype}):")
         for name, (given, returned) in seen.items():
-            print(f"  {name:<12} gets {str(given.dtype):<15} returns {returned.dtype}")
+            print(f"  {name:<12} gets {given.dtype!s:<15} returns {returned.dtype}")
         bn, received = model[1], seen["BatchNorm1d"][0].detach().double()
         # momentum=1: the running statistics are this batch's (variance unbiased).
         mean_error = _relative(bn.running_mean.double(), received.mean(dim=0))

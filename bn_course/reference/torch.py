@@ -273,9 +273,12 @@ def param_groups(model, weight_decay):
     """
     from bn_course.blocks import is_batchnorm
 
-    decay, no_decay = [], []
-    for module in model.modules():  # each module once, each parameter once (recurse=False)
+    decay, no_decay, seen = [], [], set()
+    for module in model.modules():  # each module once, its own parameters (recurse=False)
         for name, parameter in module.named_parameters(recurse=False):
+            if id(parameter) in seen:  # tied weights: one tensor in two modules
+                continue
+            seen.add(id(parameter))
             exempt = is_batchnorm(module) or name == "bias"
             (no_decay if exempt else decay).append(parameter)
     return [{"params": decay, "weight_decay": weight_decay},
