@@ -92,11 +92,11 @@ def open_pool(jobs=1, scheduler=None):
             return
         with LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True,
                           dashboard_address=None, memory_limit=0,
-                          silence_logs=logging.ERROR) as local, Client(local) as client:
+                          silence_logs=logging.CRITICAL) as local, Client(local) as client:
             yield DaskPool(client)
 
 
 def _quiet_dask():
     """Dask logs to the terminal at INFO/WARNING level; the progress bar is all a user sees."""
     for name in ("distributed", "dask"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+        logging.getLogger(name).setLevel(logging.CRITICAL)

@@ -227,6 +227,8 @@ class _Grader:
                                    self._digest(submission))
 
     def run(self, todo, jobs, scheduler, progress, notices):
+        if not todo:
+            return
         with open_pool(jobs, scheduler) as pool, \
                 progress_bar(desc="grade", enabled=progress, unit="submission",
                              total=len(todo)) as self.bar:

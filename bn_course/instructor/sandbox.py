@@ -21,6 +21,7 @@ docs/instructors.md says what this does not contain.
 """
 
 import contextlib
+import ctypes
 import functools
 import os
 import resource
@@ -37,6 +38,7 @@ from pathlib import Path
 from jupyter_client.manager import AsyncKernelManager
 
 GIB = 2**30
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 KERNEL_LOG = "kernel.log"
 # Inside the new namespaces, before the kernel starts: hide each folder named
 # before "--" under an empty read-only tmpfs, then become the kernel.
@@ -107,7 +109,7 @@ def _write_files(work, job):
 
 def _run_steps(notebook, name, work, scratch, job):
     """nbgrader's autograde steps up to the gradebook, Execute in a contained kernel."""
-    from nbclient.exceptions import DeadKernelError
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from traitlets.config import Config
     from traitlets.utils.importstring import import_item
 
@@ -128,6 +130,9 @@ def _run_steps(notebook, name, work, scratch, job):
                 notebook, resources = step.preprocess(notebook, resources, km=kernel.manager)
             except DeadKernelError:
                 return kernel.why_it_died()
+            except CellTimeoutError:  # nbgrader interrupted the cell; it would not stop
+                return kernel.why_it_died() if kernel.out_of_time.is_set() else (
+                    f"a cell ran past the {step.timeout} s timeout and ignored the interrupt")
             finally:
                 if getattr(step, "kc", None) is not None:
                     step.kc.stop_channels()
@@ -232,6 +237,8 @@ class ContainedKernelManager(AsyncKernelManager):
 
 def _apply_limits(limits):
     """In the kernel's process, before it starts (it inherits them, and its children too)."""
+    if sys.platform.startswith("linux"):  # a worker that dies takes its kernel with it
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     if limits.memory_bytes:
         resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))

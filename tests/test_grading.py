@@ -1,0 +1,331 @@
+"""Grading at scale: a real Dask cluster gives the sequential scores, a killed run resumes,
+a dying worker is retried once, hostile submissions stay contained, and the class report
+counts the mistakes the checkers named.
+
+Small on purpose (the whole course for many students is bench/bench_grading.py): the
+one-exercise toy course of test_course.py, and the real notebook 01 for the report.
+"""
+
+import copy
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+from test_course import TOY, cells_by_id, make_course, toy_source
+
+from bn_course.instructor import grading, layout, ledger, release, report, sandbox
+
+pytestmark = pytest.mark.slow
+DASK = Path(sys.executable).parent / "dask"
+TIMEOUT = 5  # seconds a cell may run
+SQUARE = "def square(x):\n    return x * x\n"
+CLASS = {  # student -> source of their `square` cell (None: the course's answer)
+    "ada": None,
+    "bob": "def square(x):\n    return x * x + 1",  # fails every test cell
+    "cyd": "def square(x):\n    return x * abs(x)",  # passes the visible test only
+    "dee": "raise NotImplementedError()",  # blank
+    "eve": None,
+    "fay": "def square(x):\n    return x ** 2",
+}
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    the_course = make_course(tmp_path_factory.mktemp("course"), {TOY: toy_source()})
+    release.build(the_course)
+    return the_course
+
+
+def write_class(folder, answers):
+    """submitted/<student>/99_toy/99_toy.ipynb for each student's `square` cell."""
+    submitted = folder / layout.SUBMITTED_DIR
+    for student, source in answers.items():
+        notebook = toy_source()
+        if source is not None:
+            cells_by_id(notebook)["square"].source = source
+        (submitted / student / TOY).mkdir(parents=True)
+        nbformat.write(notebook, str(submitted / student / TOY / f"{TOY}.ipynb"))
+    return submitted
+
+
+def cell_scores(course_dir, students):
+    """{student: {grade cell: score}} from the gradebook of ``course_dir``."""
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{course_dir / 'gradebook.db'}") as gradebook:
+        return {student: {grade.name: grade.score for grade in gradebook.find_submission_notebook(
+            TOY, TOY, student).grades} for student in students}
+
+
+@pytest.fixture(scope="module")
+def sequential(toy, tmp_path_factory):
+    """The class graded one notebook after another, in this process (--jobs 1)."""
+    root = tmp_path_factory.mktemp("sequential")
+    submitted = write_class(root / "class", CLASS)
+    run = grading.grade(toy, submitted, course_dir=root / "graded", timeout=TIMEOUT, jobs=1)
+    assert not [g for g in run.grades if g.problem]
+    return cell_scores(root / "graded", CLASS)
+
+
+def test_the_sequential_scores_are_the_expected_ones(sequential):
+    total = {student: sum(scores.values()) for student, scores in sequential.items()}
+    assert total == {"ada": 3, "bob": 0, "cyd": 1, "dee": 0, "eve": 3, "fay": 3}
+
+
+# ---------------------------------------------------------------------------
+# A real Dask cluster: `dask scheduler` and two `dask worker` processes
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def stop(process):
+    """Stop a process started in a session of its own, and everything it started."""
+    if process.poll() is None:
+        with _gone():
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            with _gone():
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=20)
+    with _gone():  # children that outlived their parent
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def _gone():
+    import contextlib
+
+    return contextlib.suppress(ProcessLookupError)
+
+
+@pytest.fixture
+def dask_cluster(tmp_path):
+    """A scheduler on 127.0.0.1 and two single-threaded workers, killed with their
+    children whatever happens."""
+    from distributed import Client
+
+    address = f"tcp://127.0.0.1:{free_port()}"
+    commands = [[str(DASK), "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":")[-1],
+                 "--no-dashboard"]]
+    commands += [[str(DASK), "worker", address, "--nthreads", "1", "--nworkers", "1",
+                  "--no-dashboard", "--name", f"worker{i}"] for i in (1, 2)]
+    processes = []
+    try:
+        with open(tmp_path / "dask.log", "w") as log:
+            for command in commands:
+                processes.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                                  start_new_session=True))
+                time.sleep(0.5 if len(processes) == 1 else 0)
+            with Client(address, timeout="60s") as client:
+                client.wait_for_workers(2, timeout=120)
+            yield address
+    finally:
+        for process in reversed(processes):
+            stop(process)
+
+
+def test_a_dask_cluster_gives_the_sequential_scores(toy, sequential, dask_cluster, tmp_path):
+    submitted = write_class(tmp_path / "class", CLASS)
+    run = grading.grade(toy, submitted, course_dir=tmp_path / "graded", timeout=TIMEOUT,
+                        scheduler=dask_cluster)
+    assert cell_scores(tmp_path / "graded", CLASS) == sequential
+    assert not [g for g in run.grades if g.problem]
+
+    # The course directory is nbgrader's: export and feedback work in it.
+    env = {**os.environ, "PATH": os.pathsep.join([str(DASK.parent), os.environ["PATH"]])}
+    for command in (["export", "--to", "grades.csv"], ["generate_feedback", TOY]):
+        subprocess.run([sys.executable, "-m", "nbgrader", *command], cwd=tmp_path / "graded",
+                       env=env, check=True, capture_output=True)
+    exported = (tmp_path / "graded" / "grades.csv").read_text().splitlines()
+    assert len(exported) == 1 + len(CLASS)
+    assert (tmp_path / "graded" / "feedback" / "cyd" / TOY / f"{TOY}.html").is_file()
+
+
+# ---------------------------------------------------------------------------
+# Resuming, retrying
+
+GRADE_IN_A_PROCESS = """
+import sys
+from bn_course.instructor import grading, layout
+course, submitted, course_dir = sys.argv[1:]
+grading.grade(layout.Course(layout.Path(course)), submitted, course_dir=course_dir, timeout=5)
+"""
+
+
+def test_a_run_killed_halfway_resumes_and_ends_as_a_clean_run(toy, sequential, tmp_path):
+    submitted = write_class(tmp_path / "class", CLASS)
+    course_dir = tmp_path / "graded"
+    first = subprocess.Popen([sys.executable, "-c", GRADE_IN_A_PROCESS, str(toy.root),
+                              str(submitted), str(course_dir)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    try:
+        records = course_dir / ledger.LEDGER
+        deadline = time.monotonic() + 120
+        while not (records.is_file() and len(records.read_text().splitlines()) >= 2):
+            assert first.poll() is None, "the first run ended before it could be killed"
+            assert time.monotonic() < deadline, "the first run recorded nothing in 120 s"
+            time.sleep(0.05)
+        os.killpg(first.pid, signal.SIGKILL)  # as a crash or a reboot would
+        first.wait(timeout=20)
+    finally:
+        stop(first)
+    finished_before = len(ledger.Ledger(course_dir).records)
+    assert 2 <= finished_before < len(CLASS)
+
+    run = grading.grade(toy, submitted, course_dir=course_dir, timeout=TIMEOUT, jobs=1)
+    assert run.resumed == finished_before
+    assert cell_scores(course_dir, CLASS) == sequential
+    assert not [g for g in run.grades if g.problem]
+
+
+def test_a_changed_submission_is_graded_again_and_force_grades_all(toy, tmp_path):
+    submitted = write_class(tmp_path / "class", {"ada": "def square(x):\n    return 0"})
+    course_dir = tmp_path / "graded"
+    assert grading.grade(toy, submitted, course_dir=course_dir, timeout=TIMEOUT).grades[0].score == 0
+    assert grading.grade(toy, submitted, course_dir=course_dir, timeout=TIMEOUT).resumed == 1
+    shutil.rmtree(submitted / "ada")
+    write_class(tmp_path / "class", {"ada": None})  # ada hands in again
+    run = grading.grade(toy, submitted, course_dir=course_dir, timeout=TIMEOUT)
+    assert (run.resumed, run.grades[0].score) == (0, 3)
+    assert grading.grade(toy, submitted, course_dir=course_dir, timeout=TIMEOUT,
+                         force=True).resumed == 0
+
+
+def test_a_dying_worker_is_retried_once_then_reported(toy, tmp_path, monkeypatch):
+    real = sandbox.execute_job
+    deaths = {"ada": 1, "bob": 2}  # ada's worker dies once, bob's every time
+
+    def dies_sometimes(job):
+        if deaths.get(job.student, 0) > 0:
+            deaths[job.student] -= 1
+            raise RuntimeError("worker killed")  # what a lost worker's future raises
+        return real(job)
+
+    monkeypatch.setattr(sandbox, "execute_job", dies_sometimes)
+    submitted = write_class(tmp_path / "class", {"ada": None, "bob": None})
+    run = grading.grade(toy, submitted, course_dir=tmp_path / "graded", timeout=TIMEOUT)
+    grades = {g.student: g for g in run.grades}
+    assert grades["ada"].score == 3 and grades["ada"].problem is None
+    assert grades["bob"].problem == "its worker failed twice (RuntimeError: worker killed)"
+    # Not the student's doing: the next run tries bob again.
+    run = grading.grade(toy, submitted, course_dir=tmp_path / "graded", timeout=TIMEOUT)
+    assert run.resumed == 1 and {g.student: g.score for g in run.grades} == {"ada": 3, "bob": 3}
+
+
+# ---------------------------------------------------------------------------
+# Hostile submissions: each contained, no other grade changes
+
+MARK = "3600.4242"  # the fork bomb's children sleep this long: found by it afterwards
+
+
+def hostile_class(course_dir, submitted):
+    """Each defines a correct `square`, then attacks."""
+    attacks = {
+        "h_memory": "import numpy\nhog = numpy.ones(20 * 2**30 // 8)",
+        "h_fork_bomb": ("import os\nfor _ in range(40):  # bounded: the test machine survives\n"
+                        "    if os.fork() == 0:\n        os.setsid()\n"
+                        f"        os.execvp('sleep', ['sleep', '{MARK}'])"),
+        "h_sleeper": ("import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+                      "while True:\n    time.sleep(1)"),
+        "h_slow": ("import time\n\ndef square(x):\n    time.sleep(4)  # each call within the "
+                   "cell timeout\n    return x * x"),
+        "h_deleter": ("import os, shutil\nfor path in (os.getcwd(), os.path.expanduser('~'), "
+                      "'..'):\n    shutil.rmtree(path, ignore_errors=True)"),
+        "h_exit": "import os\nos._exit(0)",
+    }
+    if sandbox.namespace_flags():  # what only a mount namespace contains
+        attacks["h_escaper"] = (
+            "import pathlib, shutil\n"
+            f"for path in ({str(course_dir / 'gradebook.db')!r}, '../../escaped.txt'):\n"
+            "    try:\n        pathlib.Path(path).write_text('overwritten')\n"
+            "    except OSError:\n        pass\n"
+            f"shutil.rmtree({str(submitted)!r}, ignore_errors=True)")
+    return {student: SQUARE + attack for student, attack in attacks.items()}
+
+
+def test_hostile_submissions_are_contained_and_change_no_other_grade(toy, sequential, tmp_path):
+    course_dir = tmp_path / "graded"
+    submitted = tmp_path / "class" / layout.SUBMITTED_DIR
+    hostile = hostile_class(course_dir, submitted)
+    write_class(tmp_path / "class", {**CLASS, **hostile})
+    before = {path: path.read_bytes() for path in submitted.rglob("*.ipynb")}
+    limits = sandbox.Limits(memory_bytes=2 * sandbox.GIB, wall_seconds=10)
+    run = grading.grade(toy, submitted, course_dir=course_dir, timeout=TIMEOUT, jobs=2,
+                        limits=limits)
+
+    grades = {g.student: g for g in run.grades}
+    assert cell_scores(course_dir, CLASS) == sequential  # every other grade as before
+    assert {path: path.read_bytes() for path in submitted.rglob("*.ipynb")} == before
+    for student in ("h_memory", "h_fork_bomb", "h_deleter", "h_escaper"):
+        if student in hostile:  # their correct answer earns its points all the same
+            assert (grades[student].score, grades[student].problem) == (3, None), student
+    assert "ignored the interrupt" in grades["h_sleeper"].problem
+    assert "wall-time cap of 10 s" in grades["h_slow"].problem  # 3 calls of 4 s
+    assert "the kernel died" in grades["h_exit"].problem
+    survivors = subprocess.run(["pgrep", "-f", f"sleep {MARK}"], capture_output=True, text=True)
+    assert survivors.stdout == "", "the fork bomb's children outlived the grading"
+
+
+# ---------------------------------------------------------------------------
+# The class report, on notebook 01 with a known mix of catalogued mistakes
+
+REPORT_ASSIGNMENT = "01_batch_statistics"
+MISTAKES = {  # exercise -> (answer with a catalogued mistake, its catalogue id)
+    "batch_mean": ("def batch_mean(x):\n    return x.mean(axis=1)", "axis-0-vs-1"),
+    "batch_var": ("def batch_var(x):\n    return x.var(axis=0, ddof=1)", "unbiased-variance"),
+}
+REPORT_CLASS = {  # student -> the exercises they got wrong with the catalogued mistake
+    "s1": [], "s2": [], "s3": ["batch_var"], "s4": ["batch_var"], "s5": ["batch_mean"],
+    "s6": ["batch_mean", "batch_var"], "s7": "blank",
+}
+
+
+def test_the_class_report_counts_the_simulated_mix_exactly(tmp_path):
+    from bn_course.checks import EXERCISES
+
+    for exercise, (_, mistake_id) in MISTAKES.items():  # the ids are the catalogue's
+        assert EXERCISES[exercise].mistake(mistake_id).id == mistake_id
+    real = layout.find_course()
+    release.copy_course(real, tmp_path / "release")
+    release.generate(real, tmp_path / "release", [REPORT_ASSIGNMENT])
+    released = nbformat.read(str(layout.Course(tmp_path / "release").release_notebook(
+        REPORT_ASSIGNMENT)), as_version=4)
+    solved = release.with_solutions(released, nbformat.read(
+        str(real.source_notebook(REPORT_ASSIGNMENT)), as_version=4))
+    submitted = tmp_path / "class" / layout.SUBMITTED_DIR
+    for student, wrong in REPORT_CLASS.items():
+        notebook = released if wrong == "blank" else copy.deepcopy(solved)
+        for exercise in [] if wrong == "blank" else wrong:
+            cells_by_id(notebook)[exercise].source = MISTAKES[exercise][0]
+        (submitted / student / REPORT_ASSIGNMENT).mkdir(parents=True)
+        nbformat.write(notebook, str(submitted / student / REPORT_ASSIGNMENT
+                                     / f"{REPORT_ASSIGNMENT}.ipynb"))
+
+    run = grading.grade(real, submitted, course_dir=tmp_path / "graded", jobs=2)
+    summaries = {s.exercise: s for s in run.report}
+    for exercise, (_, mistake_id) in MISTAKES.items():
+        wrong = sorted(s for s, w in REPORT_CLASS.items() if w != "blank" and exercise in w)
+        summary = summaries[exercise]
+        assert (summary.graded, summary.passed) == (len(REPORT_CLASS),
+                                                     len(REPORT_CLASS) - len(wrong) - 1)
+        assert [(f.kind, f.name, list(f.students)) for f in summary.findings] == [
+            ("mistake", mistake_id, wrong)]
+
+    report.write_report_csv(run.report, tmp_path / "report.csv")
+    rows = (tmp_path / "report.csv").read_text().splitlines()
+    assert rows[0].split(",") == report.CSV_FIELDS
+    assert f"{REPORT_ASSIGNMENT},batch_var,7,3,0.429,mistake,unbiased-variance,3,s3 s4 s6" in rows
+    report.write_report_html(run.report, tmp_path / "report.html")
+    assert "unbiased-variance" in (tmp_path / "report.html").read_text()
