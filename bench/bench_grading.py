@@ -1,98 +1,229 @@
-"""Time `bn-course grade` on a class: 20 students' submissions of notebooks 01-04.
+"""Grading at scale, measured: `bn-course grade` on a simulated class, the whole course.
 
-    python bench/bench_grading.py [--students 20] [--seed 0] [--keep DIR]
+    python bench/bench_grading.py [--students 4] [--jobs 2] [--keep DIR]
 
-Each student's notebook is the release with the course's answers pasted in
-(most students), the blank release, or the answers with one catalogued mistake
-in one exercise. Prints the wall time of the whole grading (one nbgrader
-autograde, so one fresh kernel, per notebook), the time per notebook, and the
-score table that `bn-course grade` prints.
+Students take turns being solved (the course's answers pasted into the release),
+blank (the release as handed out), one catalogued mistake per notebook (where this
+script knows one), and hostile (the answers, plus a cell that allocates 20 GB, forks
+and deletes its folder). Prints:
+
+1. where a graded notebook's time goes, executing each solved notebook plainly
+   (nbclient, a fresh kernel, NBGRADER_EXECUTION set as under grading);
+2. grading overhead: grading the solved student alone vs executing the same
+   notebooks plainly (target <= 1.2x);
+3. the class graded with --jobs 1 and with --jobs N: wall times, speed-up (target
+   >= 1.7x with N = 2 on 2 cores), the same scores either way, seconds per student
+   per notebook, and the grader's own serial work;
+4. a projection for 1,000 students: cores needed to finish within one hour.
+
+Exits 1 when the two runs disagree on a score.
 """
 
 import argparse
 import copy
-import random
+import math
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import nbformat
 
-from bn_course import course
+from bn_course.instructor import grading, layout, release
 
-ASSIGNMENTS = ["01_batch_statistics", "02_normalizing", "03_scale_and_shift", "04_train_vs_eval"]
-
-# One catalogued mistake per exercise, as a student would write it.
+# One catalogued mistake per notebook, as a student would write it (exercise: source).
 MISTAKES = {
-    "01_batch_statistics": {
-        "batch_mean": "def batch_mean(x):\n    return x.mean(axis=1)",
-        "batch_var": "def batch_var(x):\n    return x.var(axis=0, ddof=1)",
-    },
-    "02_normalizing": {
-        "normalize": "def normalize(x, mean, var, eps=1e-5):\n"
-                     "    return (x - mean) / (np.sqrt(var) + eps)",
-    },
+    "01_batch_statistics": {"batch_var": "def batch_var(x):\n    return x.var(axis=0, ddof=1)"},
+    "02_normalizing": {"normalize": "def normalize(x, mean, var, eps=1e-5):\n"
+                                    "    return (x - mean) / (np.sqrt(var) + eps)"},
     "03_scale_and_shift": {
         "batchnorm_forward": "def batchnorm_forward(x, gamma, beta, eps=1e-5):\n"
                              "    x_hat = (x - x.mean(axis=0)) / np.sqrt(x.var(axis=0) + eps)\n"
-                             "    return beta * x_hat + gamma",
-    },
-    "04_train_vs_eval": {
-        "keras_to_torch_momentum": "def keras_to_torch_momentum(m):\n    return m",
-    },
+                             "    return beta * x_hat + gamma"},
+    "04_train_vs_eval": {"keras_to_torch_momentum": "def keras_to_torch_momentum(m):\n"
+                                                    "    return m"},
 }
+HOSTILE = ("\nimport os, shutil\nimport numpy\ntry:\n    hog = numpy.ones(20 * 2**30 // 8)\n"
+           "except MemoryError:\n    pass\nfor _ in range(20):\n    if os.fork() == 0:\n"
+           "        os.execvp('sleep', ['sleep', '3600'])\n"
+           "shutil.rmtree(os.getcwd(), ignore_errors=True)\n")
+KINDS = ["solved", "blank", "mistake", "hostile"]
+CLASS_SIZE = 1000
+HOUR = 3600
 
 
-def submission(kind, release, solved, assignment, rng):
+def released_course(real, root):
+    """The release of every assignment that has one (the course students get)."""
+    names = [a for a in real.assignments() if real.release_notebook(a).is_file()]
+    release.copy_course(real, root)
+    release.generate(real, root, names)
+    releases = {a: nbformat.read(str(layout.Course(root).release_notebook(a)), 4) for a in names}
+    solved = {a: release.with_solutions(releases[a], nbformat.read(
+        str(real.source_notebook(a)), 4)) for a in names}
+    return releases, solved
+
+
+def submission(kind, assignment, releases, solved):
     if kind == "blank":
-        return release
-    if kind == "solved":
-        return solved
-    exercise, source = rng.choice(sorted(MISTAKES[assignment].items()))
-    notebook = copy.deepcopy(solved)
+        return releases[assignment]
+    notebook = copy.deepcopy(solved[assignment])
+    edits = {"mistake": MISTAKES.get(assignment, {}), "hostile": {}}.get(kind, {})
+    solutions = [c for c in notebook.cells if c.metadata.get("nbgrader", {}).get("solution")
+                 and c.cell_type == "code"]
+    if kind == "hostile":
+        solutions[0].source += HOSTILE
     for cell in notebook.cells:
-        if cell.metadata.get("nbgrader", {}).get("grade_id") == exercise:
-            cell.source = source
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if grade_id in edits:
+            cell.source = edits[grade_id]
     return notebook
 
 
-def write_class(real, root, submitted, students, rng):
-    course.copy_course(real, root)
-    course.generate(real, root, ASSIGNMENTS)
-    for assignment in ASSIGNMENTS:
-        release = nbformat.read(str(course.Course(root).release_notebook(assignment)), 4)
-        solved = course.with_solutions(
-            release, nbformat.read(str(real.source_notebook(assignment)), 4))
-        for student in range(1, students + 1):
-            kind = rng.choices(["solved", "blank", "mistake"], weights=[6, 1, 3])[0]
-            folder = submitted / f"student{student:02d}" / assignment
-            folder.mkdir(parents=True)
-            nbformat.write(submission(kind, release, solved, assignment, rng),
-                           str(folder / f"{assignment}.ipynb"))
+def write_class(folder, students, releases, solved):
+    for index, kind in enumerate(students):
+        for assignment in releases:
+            path = folder / layout.SUBMITTED_DIR / f"s{index + 1:02d}_{kind}" / assignment
+            path.mkdir(parents=True)
+            nbformat.write(submission(kind, assignment, releases, solved),
+                           str(path / f"{assignment}.ipynb"))
+    return folder / layout.SUBMITTED_DIR
+
+
+# ---------------------------------------------------------------------------
+# 1. Where a notebook's time goes
+
+def breakdown(notebook, cwd):
+    """Seconds: kernel start, setup (cells before the first exercise), exercises and
+    their checks, graded test cells, the rest (demos, figures, text)."""
+    import nbclient
+    from jupyter_client.manager import KernelManager
+
+    # IPC sockets, as under grading: no TCP port to race other kernels for.
+    manager = KernelManager(transport="ipc", ip=str(Path(cwd) / ".bench-kernel"))
+    client = nbclient.NotebookClient(notebook, km=manager, timeout=600,
+                                     resources={"metadata": {"path": str(cwd)}})
+    start = time.time()
+    client.execute(env={**os.environ, "NBGRADER_EXECUTION": "autograde"}, cwd=str(cwd),
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    total = time.time() - start
+    parts = {"kernel start": 0.0, "setup": 0.0, "exercises": 0.0, "tests": 0.0, "rest": 0.0}
+    first = None
+    seen_exercise = False
+    for cell in notebook.cells:
+        timing = cell.metadata.get("execution", {})
+        if "iopub.status.busy" not in timing:
+            continue
+        busy, idle = (_seconds(timing[k]) for k in ("iopub.status.busy", "iopub.status.idle"))
+        first = busy if first is None else first
+        meta = cell.metadata.get("nbgrader", {})
+        seen_exercise = seen_exercise or meta.get("solution", False)
+        if meta.get("grade") and not meta.get("solution"):
+            part = "tests"
+        elif meta.get("solution") or meta.get("grade_id", "").startswith("check_"):
+            part = "exercises"
+        else:
+            part = "rest" if seen_exercise else "setup"
+        parts[part] += idle - busy
+    parts["kernel start"] = first - start if first else 0.0
+    return total, parts
+
+
+def _seconds(stamp):
+    from datetime import datetime
+
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+# ---------------------------------------------------------------------------
+
+def cell_scores(course_dir, grades):
+    from nbgrader.api import Gradebook
+
+    scores = {}
+    with Gradebook(f"sqlite:///{course_dir / 'gradebook.db'}") as gradebook:
+        for g in grades:
+            if g.problem is None:
+                for cell in gradebook.find_submission_notebook(
+                        g.notebook, g.assignment, g.student).grades:
+                    scores[g.student, g.notebook, cell.name] = cell.score
+            else:
+                scores[g.student, g.notebook] = g.problem
+    return scores
+
+
+def timed_grade(real, submitted, course_dir, jobs):
+    start = time.perf_counter()
+    run = grading.grade(real, submitted, course_dir=course_dir, jobs=jobs, progress=True)
+    return run, time.perf_counter() - start
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--students", type=int, default=20)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--keep", type=Path, help="grade in this course directory and keep it")
+    parser.add_argument("--students", type=int, default=4, help="class size (default 4)")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--keep", type=Path, help="leave the course directories here")
     args = parser.parse_args()
+    real = layout.find_course()
+    students = [KINDS[i % len(KINDS)] for i in range(args.students)]
+    print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; class: "
+          f"{', '.join(students)}")
 
-    real = course.find_course()
     with tempfile.TemporaryDirectory(prefix="bench-grading-") as tmp:
-        submitted = Path(tmp) / "class" / course.SUBMITTED_DIR
-        write_class(real, Path(tmp) / "release", submitted, args.students,
-                    random.Random(args.seed))
-        start = time.perf_counter()
-        grades, notices = course.grade(real, submitted, course_dir=args.keep, progress=True)
-        seconds = time.perf_counter() - start
-    for notice in notices:
-        print(f"note: {notice}")
-    print(course.format_table(grades))
-    count = args.students * len(ASSIGNMENTS)
-    print(f"\ngraded {args.students} students x {len(ASSIGNMENTS)} notebooks in {seconds:.0f} s "
-          f"({seconds / count:.1f} s per notebook)")
+        work = args.keep or Path(tmp)
+        releases, solved = released_course(real, work / "release")
+        notebooks = list(releases)
+        print("\n1. Where a graded notebook's time goes (solved, executed plainly), s")
+        header = ["notebook", "total", "kernel start", "setup", "exercises", "tests", "rest"]
+        print("  ".join(f"{h:>12}" for h in header))
+        plain = 0.0
+        for assignment in notebooks:
+            total, parts = breakdown(copy.deepcopy(solved[assignment]),
+                                     work / "release" / layout.RELEASE_DIR / assignment)
+            plain += total
+            print(f"{assignment[:12]:>12}  {total:12.2f}  "
+                  + "  ".join(f"{parts[h]:12.2f}" for h in header[2:]))
+
+        print("\n2. Grading overhead: the solved student alone, graded vs executed plainly")
+        alone = write_class(work / "alone", ["solved"], releases, solved)
+        run, _ = timed_grade(real, alone, work / "alone-graded", 1)
+        print(f"   graded {run.seconds:.1f} s (the grader's own work {run.grader_seconds:.1f} s) "
+              f"vs plainly {plain:.1f} s: {run.seconds / plain:.2f}x (target <= 1.2x)")
+
+        print(f"\n3. The class of {args.students}, {len(notebooks)} notebooks each")
+        submitted = write_class(work / "class", students, releases, solved)
+        sequential, seq_wall = timed_grade(real, submitted, work / "sequential", 1)
+        parallel, par_wall = timed_grade(real, submitted, work / f"jobs{args.jobs}", args.jobs)
+        same = (cell_scores(work / "sequential", sequential.grades)
+                == cell_scores(work / f"jobs{args.jobs}", parallel.grades))
+        count = args.students * len(notebooks)
+        speedup = sequential.seconds / parallel.seconds
+        print(grading.format_table(parallel.grades))
+        print(f"   --jobs 1: {sequential.seconds:6.1f} s grading ({seq_wall:.1f} s with setup), "
+              f"{sequential.seconds / count:.2f} s per student per notebook")
+        print(f"   --jobs {args.jobs}: {parallel.seconds:6.1f} s grading ({par_wall:.1f} s with "
+              f"setup), {parallel.seconds / count:.2f} s per student per notebook")
+        print(f"   speed-up {speedup:.2f}x on {args.jobs} workers (target >= 1.7x); "
+              f"same scores: {'yes' if same else 'NO'}")
+        grader_share = parallel.grader_seconds / count
+        print(f"   the grader's own serial work: {grader_share:.3f} s per notebook")
+
+        print(f"\n4. Projection: {CLASS_SIZE} students x {len(notebooks)} notebooks")
+        per_student = sequential.seconds / args.students  # one core, one student
+        efficiency = speedup / args.jobs
+        print(f"   {per_student:.1f} core-seconds per student; parallel efficiency "
+              f"{efficiency:.0%} measured at {args.jobs} workers")
+        print(f"   {'cores':>6}  {'hours':>6}")
+        for cores in (1, 8, 16, 32, 64, 128):
+            hours = CLASS_SIZE * per_student / (cores * min(1.0, efficiency)) / HOUR
+            print(f"   {cores:>6}  {hours:6.2f}")
+        needed = math.ceil(CLASS_SIZE * per_student / HOUR / min(1.0, efficiency))
+        ceiling = HOUR / grader_share if grader_share else float("inf")
+        print(f"   cores for one hour: {needed}; the grader alone caps a run at "
+              f"{ceiling:,.0f} notebooks an hour ({CLASS_SIZE * len(notebooks):,} needed)")
+    return 0 if same else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

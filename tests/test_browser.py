@@ -1,4 +1,5 @@
-"""Notebook 03 in a real browser: JupyterLab, headless Chromium, run all, move a slider.
+"""Notebook 03 in a real browser: the JupyterLab that `bn-course lab` starts, headless
+Chromium, run all, move a slider; no news prompt and no nbgrader instructor tools in it.
 
 Drives Debian's `chromium` package through Playwright's Python API (never
 `playwright install`). Outside CI the test skips when Chromium or Playwright is
@@ -8,18 +9,22 @@ test-artifacts/ (which ignores itself in git).
 
 import json
 import os
-import secrets
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-from bn_course.instructor import layout
 from conftest import http_get_when_up
+
+from bn_course.instructor import layout, workspace
 
 REPO = Path(__file__).resolve().parent.parent
 ASSIGNMENT = "03_scale_and_shift"
@@ -27,11 +32,10 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]
 ARTIFACTS = REPO / "test-artifacts"
-# JupyterLab settings for a quiet, predictable page: every cell in the DOM, no news popup.
+# The test's own user setting, for a predictable page: every cell in the DOM. (No news
+# setting: `bn-course lab` must keep the news prompt away by itself.)
 LAB_SETTINGS = {
     "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
-    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {
-        "fetchNews": "false", "checkForUpdates": False},
 }
 # Run All stops at an error: wait until every cell ran, or one failed.
 ALL_CELLS_RAN_OR_ONE_FAILED = """() => {
@@ -72,34 +76,80 @@ def free_port():
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    """JupyterLab on a copy of notebook 03 (solutions), a free port and a fresh token."""
+    """`bn-course lab` on a working folder where the student solved notebook 03, on a free
+    port, with a home folder of its own (to see that nothing is written there)."""
     tmp = tmp_path_factory.mktemp("browser")
     work = tmp / "work"
-    work.mkdir()
-    shutil.copy(layout.find_course().source_notebook(ASSIGNMENT), work)
+    (work / ASSIGNMENT).mkdir(parents=True)
+    shutil.copy(layout.find_course().source_notebook(ASSIGNMENT), work / ASSIGNMENT)
     for name, values in LAB_SETTINGS.items():
         path = tmp / "settings" / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(values))
-    port, token = free_port(), secrets.token_hex(16)
-    command = [sys.executable, "-m", "jupyterlab", "--no-browser", f"--ServerApp.port={port}",
-               "--ServerApp.port_retries=0", "--ServerApp.ip=127.0.0.1",
-               f"--ServerApp.root_dir={work}", f"--LabApp.user_settings_dir={tmp / 'settings'}",
-               f"--LabApp.workspaces_dir={tmp / 'workspaces'}"]
-    if os.geteuid() == 0:
-        command.append("--allow-root")
+    (tmp / "home").mkdir()
+    port = free_port()
     # The inline backend as a student has it, whatever MPLBACKEND the tests run with.
-    env = {**os.environ, "JUPYTER_TOKEN": token, "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"),
+    env = {**os.environ, "HOME": str(tmp / "home"), "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"),
+           "JUPYTERLAB_SETTINGS_DIR": str(tmp / "settings"),
+           "JUPYTERLAB_WORKSPACES_DIR": str(tmp / "workspaces"),
            "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
-    with open(tmp / "jupyterlab.log", "w") as log:
-        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
+    with open(tmp / "jupyterlab.log", "w+") as log:
+        server = subprocess.Popen([sys.executable, "-m", "bn_course", "lab", "--no-browser",
+                                   "--port", str(port), "--dir", str(work)],
+                                  stdout=log, stderr=subprocess.STDOUT, env=env,
                                   start_new_session=True)
         try:
+            token = wait_for_token(tmp / "jupyterlab.log", server)
             http_get_when_up(f"http://127.0.0.1:{port}/api/status?token={token}", server)
-            yield f"http://127.0.0.1:{port}/lab/tree/{ASSIGNMENT}.ipynb?token={token}"
+            yield Lab(f"http://127.0.0.1:{port}", token, ASSIGNMENT, tmp / "home")
         finally:
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(timeout=30)
+
+
+@dataclass(frozen=True)
+class Lab:
+    base: str
+    token: str
+    assignment: str
+    home: Path
+
+    def url(self, path):
+        return f"{self.base}/{path}?token={self.token}"
+
+    @property
+    def notebook(self):
+        return self.url(f"lab/tree/{self.assignment}/{self.assignment}.ipynb")
+
+
+def wait_for_token(log, server, seconds=60):
+    """The token in the URL that `bn-course lab` prints."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = re.search(r"/lab\?token=(\w+)", log.read_text())
+        if found:
+            return found.group(1)
+        assert server.poll() is None, log.read_text()
+        time.sleep(0.2)
+    raise TimeoutError("bn-course lab printed no URL")
+
+
+def test_the_lab_hides_the_news_and_the_instructor_tools_but_keeps_validate(lab):
+    page = http_get(lab.url("lab")).decode()
+    config = json.loads(re.search(r'<script id="jupyter-config-data" type="application/json">'
+                                  r"(.*?)</script>", page, re.DOTALL).group(1))
+    assert set(config["disabledExtensions"]) >= set(workspace.HIDDEN_LAB_PLUGINS)
+    assert "@jupyter/nbgrader:validate-assignment" not in config["disabledExtensions"]
+    with pytest.raises(urllib.error.HTTPError, match="404"):
+        http_get(lab.url("formgrader"))  # nbgrader's instructor server extension is off
+    # Nothing outside the working folder: the user's own Jupyter settings are untouched.
+    assert not list(lab.home.rglob("page_config.json"))
+    assert not list(lab.home.rglob("jupyter_server_config.json"))
+
+
+def http_get(url):
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return response.read()
 
 
 def test_notebook_03_runs_checks_and_its_slider_redraws(lab, playwright_api):
@@ -111,7 +161,7 @@ def test_notebook_03_runs_checks_and_its_slider_redraws(lab, playwright_api):
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         try:
-            run_all_cells(page, lab)
+            run_all_cells(page, lab.notebook)
             check = page.locator(".jp-OutputArea-output", has_text="batchnorm_forward").filter(
                 has_text="\u2714")  # the self-check's pass mark
             assert check.count() >= 1, "no passing self-check for batchnorm_forward"
@@ -125,6 +175,11 @@ def test_notebook_03_runs_checks_and_its_slider_redraws(lab, playwright_api):
             expect(gamma.locator(".widget-readout")).not_to_have_text("1.00")
             expect(figure).not_to_have_attribute("src", before, timeout=20_000)
             page.screenshot(path=str(ARTIFACTS / "browser-03-slider.png"))
+            # What `bn-course lab` keeps away from a student, seen in the page itself.
+            assert page.get_by_text("official Jupyter news").count() == 0
+            assert page.get_by_role("menuitem", name="Nbgrader", exact=True).count() == 0
+            assert page.locator(".jp-Notebook-toolbar, .jp-NotebookPanel-toolbar").get_by_text(
+                "Validate").count() >= 1
         except Exception:
             page.screenshot(path=str(ARTIFACTS / "browser-03-failure.png"))
             raise

@@ -17,6 +17,7 @@ command again grades only what is missing or changed.
 import csv
 import os
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,6 +76,8 @@ class GradingRun:
     report: list = field(default_factory=list)
     course_dir: Path | None = None
     resumed: int = 0  # submissions already graded by an earlier run, left as they were
+    seconds: float = 0.0  # grading itself, the course directory's setup aside
+    grader_seconds: float = 0.0  # of which the grader's own work (sanitize, record): serial
 
 
 class SanitizeSubmission(Autograde):
@@ -179,10 +182,13 @@ def grade(course, submissions_path, course_dir=None, *, timeout=None, jobs=1, sc
                                   str(course.solutions)))
     grader = _Grader(course, root, config, limits)
     todo = [s for s in gradable if force or not grader.is_done(s)]
+    start = time.perf_counter()
     grader.run(todo, jobs, scheduler, progress, notices)
+    seconds = time.perf_counter() - start
     grades = _read_grades(config, gradable, grader.ledger)
     summaries = report.class_report(root, grades)
-    return GradingRun(grades, notices, summaries, root, resumed=len(gradable) - len(todo))
+    return GradingRun(grades, notices, summaries, root, len(gradable) - len(todo), seconds,
+                      grader.own_seconds)
 
 
 def _refuse_another_config(course, root):
@@ -213,6 +219,7 @@ class _Grader:
         self.retried = set()
         self.failures = 0
         self.bar = None
+        self.own_seconds = 0.0
 
     def _digest(self, submission):
         source = self.course.source_notebook(submission.assignment)
@@ -244,6 +251,13 @@ class _Grader:
 
     def _prepare(self, submission, notices):
         """The job that executes ``submission``, or None when it cannot be graded."""
+        start = time.perf_counter()
+        try:
+            return self._sanitize(submission, notices)
+        finally:
+            self.own_seconds += time.perf_counter() - start
+
+    def _sanitize(self, submission, notices):
         release = Course(self.root).release_notebook(submission.assignment)
         problem, notice = _inspect_submission(submission, release)
         if notice:
@@ -285,7 +299,9 @@ class _Grader:
                 shutil.rmtree(self._autograded(job.student, job.assignment), ignore_errors=True)
                 self._finish(submission, outcome.problem)
             else:
+                start = time.perf_counter()
                 self._record(job, outcome)
+                self.own_seconds += time.perf_counter() - start
                 self._finish(submission, None)
 
     def _record(self, job, outcome):
