@@ -130,21 +130,27 @@ _said = {}  # the line printed last, and in which notebook cell
 def say(line):
     """Print ``line``, unless the same line was already printed by the cell that is
     running (one cell may ask twice about the same answer)."""
-    cell = _cell_number()
+    cell = _running_cell()
     if cell is not None and _said.get("line") == (cell, line):
         return
     _said["line"] = (cell, line)
     print(line)
 
 
-def _cell_number():
-    """The execution count of the running notebook cell; None outside IPython."""
+def _running_cell():
+    """An id of the notebook cell being executed (the kernel's request); None outside a
+    Jupyter kernel."""
     try:
         from IPython import get_ipython
     except ImportError:
         return None
-    shell = get_ipython()
-    return None if shell is None else shell.execution_count
+    kernel = getattr(get_ipython(), "kernel", None)
+    if kernel is None:
+        return None
+    try:
+        return kernel.get_parent()["header"]["msg_id"]
+    except (AttributeError, KeyError, TypeError):
+        return None
 
 
 def _first_line(message):

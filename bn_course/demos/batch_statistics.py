@@ -180,6 +180,16 @@ def batch_estimates(batch_mean, batch_var, batch_size, n_batches=2000, seed=0):
     return np.ravel(batch_mean(batches)), np.ravel(batch_var(batches))
 
 
+def share_off_by_a_sigma(batch_mean, batch_var, batch_size=2):
+    """The fraction of the ``batch_estimates`` batch means that lie more than one
+    population standard deviation from the population mean, computed with the given
+    functions once they pass their self-checks (the course's until then)."""
+    batch_mean = yours_or_ours("batch_mean", batch_mean, ref.batch_mean, what="count")
+    batch_var = yours_or_ours("batch_var", batch_var, ref.batch_var, what="count")
+    means, _ = batch_estimates(batch_mean, batch_var, batch_size)
+    return float(np.mean(np.abs(means - POPULATION_MEAN) > POPULATION_STD))
+
+
 def _spreads(batch_mean, batch_var):
     """Standard deviation of the batch mean and variance, for every slider value."""
     estimates = [batch_estimates(batch_mean, batch_var, size) for size in BATCH_SIZES]
