@@ -98,6 +98,72 @@ def var_with_torch(x):
     return torch.var(as_tensor(x), dim=0, unbiased=False).numpy()
 
 
+# Written the ways students write them (tests/test_mutants_nb01.py makes the mistakes).
+
+@correct("batch_mean")
+def mean_first_time_torch_import(x):
+    import torch  # a first import inside the answer is not a call to batch norm
+    return torch.as_tensor(x).mean(dim=0).numpy()
+
+
+@correct("batch_mean")
+def mean_by_matmul(x):
+    return np.ones(len(x), dtype=x.dtype) @ x / x.dtype.type(len(x))
+
+
+@correct("batch_mean")
+def mean_statistics_fmean(x):
+    import statistics
+    return np.array([statistics.fmean(column) for column in x.T])
+
+
+@correct("batch_var")
+def var_square_of_std(x):
+    return np.std(x, axis=0) ** 2
+
+
+@correct("batch_var")
+def var_keepdims_in_input_dtype(x):
+    centred = x - x.mean(axis=0, keepdims=True)
+    return (centred * centred).mean(axis=0, keepdims=True, dtype=x.dtype)
+
+
+@correct("batch_var")
+def var_in_place_on_a_copy(x):
+    centred = x.copy()
+    centred -= centred.mean(axis=0)
+    centred **= 2
+    return centred.mean(axis=0)
+
+
+@correct("batch_var")
+def var_welford_loop(x):
+    # Welford's one-pass update is stable: no cancellation at 1e6 offsets.
+    mean, m2 = np.zeros(x.shape[1]), np.zeros(x.shape[1])
+    for k, row in enumerate(x, start=1):
+        delta = row - mean
+        mean += delta / k
+        m2 += delta * (row - mean)
+    return m2 / len(x)
+
+
+@correct("batch_var")
+def var_statistics_pvariance(x):
+    import statistics
+    return np.array([statistics.pvariance(column) for column in x.T.tolist()])
+
+
+@correct("batch_var")
+def var_first_time_torch_import(x):
+    import torch
+    return torch.var(torch.from_numpy(x), dim=0, correction=0).numpy()
+
+
+@correct("batch_var")
+def var_covariance_diagonal(x):
+    return np.diagonal(np.atleast_2d(np.cov(x, rowvar=False, bias=True))).copy()
+
+
 # --- 02, 03 -----------------------------------------------------------------
 
 @correct("normalize")
@@ -118,6 +184,34 @@ def normalize_float32_eps(x, mean, var, eps=1e-5):
 @correct("normalize")
 def normalize_with_torch(x, mean, var, eps=1e-5):
     return ((as_tensor(x) - as_tensor(mean)) * torch.rsqrt(as_tensor(var) + eps)).numpy()
+
+
+@correct("normalize")
+def normalize_in_place_on_a_copy(x, mean, var, eps=1e-5):
+    out = x.astype(x.dtype, copy=True)
+    out -= mean
+    out /= np.sqrt(var + eps)
+    return out
+
+
+@correct("normalize")
+def normalize_loop_over_features(x, mean, var, eps=1e-5):
+    out = np.empty_like(x)
+    for j in range(x.shape[1]):
+        out[:, j] = (x[:, j] - mean[j]) / np.sqrt(var[j] + eps)
+    return out
+
+
+@correct("normalize")
+def normalize_first_time_torch_import(x, mean, var, eps=1e-5):
+    import torch
+    t = torch.from_numpy(np.ascontiguousarray(x))
+    return ((t - torch.from_numpy(mean)) * torch.rsqrt(torch.from_numpy(var) + eps)).numpy()
+
+
+@correct("normalize")
+def normalize_einsum_reciprocal(x, mean, var, eps=1e-5):
+    return np.einsum("nd,d->nd", x - mean[None, :], 1.0 / np.sqrt(var + eps))
 
 
 @correct("batchnorm_forward")
@@ -148,6 +242,43 @@ def forward_with_torch_ops(x, gamma, beta, eps=1e-5):
     var, mean = torch.var_mean(t, dim=0, correction=0)
     return torch.addcmul(as_tensor(beta), (t - mean) / torch.sqrt(var + eps),
                          as_tensor(gamma)).numpy()
+
+
+@correct("batchnorm_forward")
+def forward_staged_like_cs231n(x, gamma, beta, eps=1e-5):
+    n = x.shape[0]
+    mu = 1.0 / n * np.sum(x, axis=0)
+    xmu = x - mu
+    var = 1.0 / n * np.sum(xmu ** 2, axis=0)
+    ivar = 1.0 / np.sqrt(var + eps)
+    return gamma * (xmu * ivar) + beta
+
+
+@correct("batchnorm_forward")
+def forward_first_time_torch_import(x, gamma, beta, eps=1e-5):
+    import torch
+    t = torch.from_numpy(np.ascontiguousarray(x))
+    var, mean = torch.var_mean(t, dim=0, keepdim=True, correction=0)
+    x_hat = (t - mean) / torch.sqrt(var + eps)
+    return (x_hat * torch.from_numpy(gamma) + torch.from_numpy(beta)).numpy()
+
+
+@correct("batchnorm_forward")
+def forward_in_input_dtype_row_vectors(x, gamma, beta, eps=1e-5):
+    # (1, D) statistics and eps cast to x's dtype: float32 arithmetic for float32 input.
+    mean = x.mean(axis=0, keepdims=True)
+    var = np.square(x - mean).mean(axis=0, keepdims=True)
+    inv_std = x.dtype.type(1) / np.sqrt(var + x.dtype.type(eps))
+    return (x - mean) * inv_std * gamma.reshape(1, -1) + beta.reshape(1, -1)
+
+
+@correct("batchnorm_forward")
+def forward_in_place_on_own_array(x, gamma, beta, eps=1e-5):
+    out = x - x.mean(axis=0)
+    out /= np.sqrt(np.mean(out ** 2, axis=0) + eps)
+    out *= gamma
+    out += beta
+    return out
 
 
 # --- 04 ---------------------------------------------------------------------
@@ -185,6 +316,30 @@ def update_with_torch_lerp(running_mean, running_var, x, momentum=0.1):
             torch.lerp(as_tensor(running_var), t.var(0), momentum).numpy())
 
 
+@correct("update_running_stats")
+def update_bessel_factor(running_mean, running_var, x, momentum=0.1):
+    n = len(x)
+    unbiased = np.var(x, axis=0) * n / (n - 1)
+    return ((1 - momentum) * running_mean + momentum * np.mean(x, axis=0),
+            (1 - momentum) * running_var + momentum * unbiased)
+
+
+@correct("update_running_stats")
+def update_first_time_torch_import(running_mean, running_var, x, momentum=0.1):
+    import torch
+    var, mean = torch.var_mean(torch.from_numpy(np.ascontiguousarray(x)), dim=0)
+    new_mean = torch.from_numpy(running_mean) * (1 - momentum) + mean * momentum
+    new_var = torch.from_numpy(running_var) * (1 - momentum) + var * momentum
+    return new_mean.numpy(), new_var.numpy()
+
+
+@correct("update_running_stats")
+def update_np_average(running_mean, running_var, x, momentum=0.1):
+    weights = [1 - momentum, momentum]
+    return (np.average([running_mean, x.mean(axis=0)], axis=0, weights=weights),
+            np.average([running_var, x.var(axis=0, ddof=1)], axis=0, weights=weights))
+
+
 @correct("batchnorm_eval")
 def eval_numpy(x, running_mean, running_var, gamma, beta, eps=1e-5):
     return gamma * (x - running_mean) / np.sqrt(running_var + eps) + beta
@@ -200,6 +355,26 @@ def eval_folded_scale(x, running_mean, running_var, gamma, beta, eps=1e-5):
 def eval_with_torch(x, running_mean, running_var, gamma, beta, eps=1e-5):
     x_hat = (as_tensor(x) - as_tensor(running_mean)) / torch.sqrt(as_tensor(running_var) + eps)
     return (x_hat * as_tensor(gamma) + as_tensor(beta)).numpy()
+
+
+@correct("batchnorm_eval")
+def eval_first_time_torch_import(x, running_mean, running_var, gamma, beta, eps=1e-5):
+    import torch
+    t = torch.from_numpy(np.ascontiguousarray(x))
+    scale = torch.from_numpy(gamma) * torch.rsqrt(torch.from_numpy(running_var) + eps)
+    return ((t - torch.from_numpy(running_mean)) * scale + torch.from_numpy(beta)).numpy()
+
+
+@correct("batchnorm_eval")
+def eval_einsum_in_input_dtype(x, running_mean, running_var, gamma, beta, eps=1e-5):
+    scale = gamma / np.sqrt(running_var + x.dtype.type(eps))
+    return np.einsum("nd,d->nd", x - running_mean, scale) + beta
+
+
+@correct("batchnorm_eval")
+def eval_loop_over_examples(x, running_mean, running_var, gamma, beta, eps=1e-5):
+    std = np.sqrt(running_var + eps)
+    return np.stack([gamma * (row - running_mean) / std + beta for row in x])
 
 
 @correct("BatchNorm1d")
@@ -260,6 +435,72 @@ class LayerReturningNoneUpdatingInPlace:
             mean, var = self.running_mean, self.running_var
         return (x - mean) / np.sqrt(var + self.eps) * self.gamma + self.beta
 
+@correct("BatchNorm1d")
+class LayerWithRowVectors:
+    """(1, D) arrays throughout (the API allows them) and in-place updates with out=."""
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1):
+        self.eps, self.momentum, self.training = eps, momentum, True
+        self.gamma = np.ones((1, num_features))
+        self.beta = np.zeros((1, num_features))
+        self.running_mean = np.zeros((1, num_features))
+        self.running_var = np.ones((1, num_features))
+
+    def train(self):
+        self.training = True
+
+    def eval(self):
+        self.training = False
+
+    def __call__(self, x):
+        if not self.training:
+            mean, var = self.running_mean, self.running_var
+        elif x.shape[0] < 2:
+            raise ValueError("train mode needs two examples or more")
+        else:
+            mean, var = x.mean(axis=0, keepdims=True), x.var(axis=0, keepdims=True)
+            n, m = x.shape[0], self.momentum
+            np.multiply(self.running_mean, 1 - m, out=self.running_mean)
+            self.running_mean += m * mean
+            np.multiply(self.running_var, 1 - m, out=self.running_var)
+            self.running_var += m * var * n / (n - 1)
+        return self.gamma * (x - mean) / np.sqrt(var + self.eps) + self.beta
+
+
+@correct("BatchNorm1d")
+class LayerComputingWithTorch:
+    """Arithmetic in torch, with a first-time import inside the call; arrays stay NumPy."""
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1):
+        self.eps, self.momentum, self.training = eps, momentum, True
+        self.gamma, self.beta = np.ones(num_features), np.zeros(num_features)
+        self.running_mean, self.running_var = np.zeros(num_features), np.ones(num_features)
+
+    def train(self):
+        self.training = True
+        return self
+
+    def eval(self):
+        self.training = False
+        return self
+
+    def __call__(self, x):
+        import torch
+        t = torch.from_numpy(np.ascontiguousarray(x))
+        if self.training:
+            if t.shape[0] < 2:
+                raise ValueError("need more than one example per feature in train mode")
+            var, mean = torch.var_mean(t, dim=0, correction=0)
+            unbiased = t.var(dim=0)
+            m = self.momentum
+            self.running_mean = ((1 - m) * torch.from_numpy(self.running_mean) + m * mean).numpy()
+            self.running_var = ((1 - m) * torch.from_numpy(self.running_var) + m * unbiased).numpy()
+        else:
+            mean, var = torch.from_numpy(self.running_mean), torch.from_numpy(self.running_var)
+        x_hat = (t - mean) / torch.sqrt(var + self.eps)
+        out = x_hat * torch.from_numpy(self.gamma) + torch.from_numpy(self.beta)
+        return out.numpy().astype(x.dtype)
+
 
 @correct("keras_to_torch_momentum")
 def keras_one_minus(m):
@@ -274,6 +515,16 @@ def keras_python_float(m):
 @correct("keras_to_torch_momentum")
 def keras_numpy_subtract(m):
     return np.subtract(1.0, m)
+
+
+@correct("keras_to_torch_momentum")
+def keras_negated_difference(m):
+    return -(m - 1)
+
+
+@correct("keras_to_torch_momentum")
+def keras_absolute_difference(m):
+    return abs(1 - m)
 
 
 # --- 05 ---------------------------------------------------------------------

@@ -39,6 +39,32 @@ def column_sums_by_matmul(x):
     return np.ones(x.shape[0], dtype=x.dtype) @ x
 
 
+# Forum pattern ("my BatchNorm gives different results"): torch.mean over the whole tensor,
+# with no dim, on NumPy input converted back.
+@MUTANTS.make("batch_mean", "no-axis")
+def mean_torch_without_dim(x):
+    return torch.mean(as_tensor(x)).item()
+
+
+# From-scratch libraries that store examples as columns, (D, N), and average over axis=1;
+# keepdims leaves a column vector.
+@MUTANTS.make("batch_mean", "axis-0-vs-1")
+def mean_columns_layout_keepdims(x):
+    return np.mean(x, axis=1, keepdims=True)
+
+
+# A mean over the transposed array, axis=0: the same slip, spelled the other way round.
+@MUTANTS.make("batch_mean", "axis-0-vs-1")
+def mean_of_transpose(x):
+    return x.T.mean(axis=0)
+
+
+# np.add.reduce: the sum without the division.
+@MUTANTS.make("batch_mean", "sum-not-mean")
+def column_sums_add_reduce(x):
+    return np.add.reduce(x, axis=0)
+
+
 # --- batch_var --------------------------------------------------------------
 
 @MUTANTS.make("batch_var", "axis-0-vs-1")
@@ -74,6 +100,66 @@ def mean_square_einsum(x):
 def var_of_everything(x):
     flat = x.ravel()
     return ((flat - flat.mean()) ** 2).mean()
+
+
+# Textbook one-pass formula E[x^2] - E[x]^2, as in many from-scratch layers.
+@MUTANTS.make("batch_var", "one-pass-variance")
+def var_one_pass(x):
+    return np.mean(x ** 2, axis=0) - np.mean(x, axis=0) ** 2
+
+
+# The same one-pass formula from running sums, in a loop over features.
+@MUTANTS.make("batch_var", "one-pass-variance")
+def var_one_pass_sums_loop(x):
+    n = len(x)
+    out = np.empty(x.shape[1], dtype=x.dtype)
+    for j in range(x.shape[1]):
+        s, s2 = x[:, j].sum(), (x[:, j] * x[:, j]).sum()
+        out[j] = s2 / n - (s / n) ** 2
+    return out
+
+
+# Python's statistics.variance (the sample variance, N - 1), column by column.
+@MUTANTS.make("batch_var", "unbiased-variance")
+def var_statistics_module(x):
+    import statistics
+    return np.array([statistics.variance(column) for column in x.T.tolist()])
+
+
+# Two at once: the standard deviation of pandas/R habits, with ddof=1 (np.std(..., ddof=1)).
+@MUTANTS.make("batch_var", "unbiased-variance+std-instead-of-var")
+def var_sample_std(x):
+    return np.std(x, axis=0, ddof=1)
+
+
+# Two at once: per-example (axis=1) AND the unbiased estimator (torch.var's default).
+@MUTANTS.make("batch_var", "axis-0-vs-1+unbiased-variance")
+def var_per_example_torch_default(x):
+    return torch.var(as_tensor(x), dim=1).numpy()
+
+
+# torch.var with no dim, biased: one variance over every value.
+@MUTANTS.make("batch_var", "no-axis")
+def var_torch_without_dim(x):
+    return torch.var(as_tensor(x), unbiased=False).numpy()
+
+
+# Forgot to centre, spelled with keepdims and a square: the mean square of x.
+@MUTANTS.make("batch_var", "forgot-to-centre")
+def mean_square_keepdims(x):
+    return np.square(x).mean(axis=0, keepdims=True)
+
+
+# Forgot to centre AND divided by N - 1.
+@MUTANTS.make("batch_var", "unbiased-variance+forgot-to-centre")
+def sum_of_squares_over_n_minus_one(x):
+    return (x * x).sum(axis=0) / (x.shape[0] - 1)
+
+
+# The standard deviation from torch, biased: torch.std(..., unbiased=False).
+@MUTANTS.make("batch_var", "std-instead-of-var")
+def var_torch_std(x):
+    return torch.std(as_tensor(x), dim=0, unbiased=False).numpy()
 
 
 # --- the tests --------------------------------------------------------------

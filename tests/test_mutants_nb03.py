@@ -137,6 +137,107 @@ def forward_folds_scale_into_gamma(x, gamma, beta, eps=1e-5):
     return (x - x.mean(axis=0)) * gamma + beta
 
 
+# Forum question ("slightly different from PyTorch"): torch.var's default (unbiased) AND
+# eps added after dividing by the standard deviation.
+@MUTANTS.make("batchnorm_forward", "unbiased-variance+eps-after-division")
+def forward_unbiased_eps_last(x, gamma, beta, eps=1e-5):
+    t = as_tensor(x)
+    x_hat = (t - t.mean(0, keepdim=True)) / torch.sqrt(t.var(0, keepdim=True)) + eps
+    return (x_hat * as_tensor(gamma) + as_tensor(beta)).numpy()
+
+
+# eps added to the normalized value, NumPy.
+@MUTANTS.make("batchnorm_forward", "eps-after-division")
+def forward_eps_last(x, gamma, beta, eps=1e-5):
+    x_hat = (x - x.mean(axis=0)) / x.std(axis=0) + eps
+    return gamma * x_hat + beta
+
+
+# Forum question: torch.mean / torch.var with no dim, one statistic for the whole batch.
+@MUTANTS.make("batchnorm_forward", "no-axis")
+def forward_statistics_without_dim(x, gamma, beta, eps=1e-5):
+    t = as_tensor(x)
+    x_hat = (t - torch.mean(t)) / torch.sqrt(torch.var(t, unbiased=False) + eps)
+    return (x_hat * as_tensor(gamma) + as_tensor(beta)).numpy()
+
+
+# The one-pass variance of many from-scratch layers: E[x^2] - E[x]^2.
+@MUTANTS.make("batchnorm_forward", "one-pass-variance")
+def forward_one_pass_variance(x, gamma, beta, eps=1e-5):
+    mean = x.mean(axis=0)
+    var = (x ** 2).mean(axis=0) - mean ** 2
+    return gamma * (x - mean) / np.sqrt(var + eps) + beta
+
+
+# x.std() stored under the name "var", then sqrt(var + eps).
+@MUTANTS.make("batchnorm_forward", "std-where-var-belongs")
+def forward_std_named_var(x, gamma, beta, eps=1e-5):
+    var = x.std(axis=0)
+    return gamma * (x - x.mean(axis=0)) / np.sqrt(var + eps) + beta
+
+
+# The centred array centred once more (a step-by-step CS231n layout, one line off).
+@MUTANTS.make("batchnorm_forward", "mean-subtracted-twice")
+def forward_centres_twice(x, gamma, beta, eps=1e-5):
+    mu = np.sum(x, axis=0) / len(x)
+    xmu = x - mu
+    var = np.sum(xmu ** 2, axis=0) / len(x)
+    return gamma * (xmu - mu) / np.sqrt(var + eps) + beta
+
+
+# Synchronized-BatchNorm style: sqrt(max(var, eps)).
+@MUTANTS.make("batchnorm_forward", "eps-as-floor")
+def forward_clamped_variance(x, gamma, beta, eps=1e-5):
+    var = np.maximum(x.var(axis=0), eps)
+    return gamma * (x - x.mean(axis=0)) / np.sqrt(var) + beta
+
+
+# LayerNorm by mistake with keepdims: statistics over axis=1 for each example.
+@MUTANTS.make("batchnorm_forward", "axis-0-vs-1")
+def forward_layernorm_keepdims(x, gamma, beta, eps=1e-5):
+    mean = x.mean(axis=1, keepdims=True)
+    return gamma * (x - mean) / np.sqrt(x.var(axis=1, keepdims=True) + eps) + beta
+
+
+# Two at once: gamma and beta swapped AND the unbiased variance (np.var(..., ddof=1)).
+@MUTANTS.make("batchnorm_forward", "gamma-beta-swapped+unbiased-variance")
+def forward_swapped_unbiased(x, gamma, beta, eps=1e-5):
+    x_hat = (x - x.mean(0)) / np.sqrt(np.var(x, axis=0, ddof=1) + eps)
+    return beta * x_hat + gamma
+
+
+# Two at once: no beta AND eps on the standard deviation.
+@MUTANTS.make("batchnorm_forward", "forgot-shift+eps-outside-sqrt")
+def forward_no_beta_eps_on_std(x, gamma, beta, eps=1e-5):
+    return gamma * (x - x.mean(axis=0)) / (x.std(axis=0) + eps)
+
+
+# Two at once: x_hat returned unscaled AND the unbiased variance.
+@MUTANTS.make("batchnorm_forward", "returns-normalized-not-scaled+unbiased-variance")
+def forward_x_hat_unbiased(x, gamma, beta, eps=1e-5):
+    return student_x_hat(x, eps, ddof=1)
+
+
+# Two at once: per-example statistics (LayerNorm) AND no eps, in a loop over examples.
+@MUTANTS.make("batchnorm_forward", "forgot-eps+axis-0-vs-1")
+def forward_per_example_no_eps(x, gamma, beta, eps=1e-5):
+    rows = [(row - row.mean()) / row.std() for row in x]
+    return gamma * np.array(rows) + beta
+
+
+# Two at once: the one-pass formula inside float32 arithmetic would differ; in float64 with
+# eps on the std it is a pair of the unbiased variance and eps outside the root.
+@MUTANTS.make("batchnorm_forward", "unbiased-variance+eps-outside-sqrt")
+def forward_sample_std_plus_eps(x, gamma, beta, eps=1e-5):
+    return gamma * (x - x.mean(axis=0)) / (x.std(axis=0, ddof=1) + eps) + beta
+
+
+# Keras' default epsilon (1e-3) in the signature; otherwise right.
+@MUTANTS.make("batchnorm_forward", "observation:wrong-default")
+def forward_keras_default_eps(x, gamma, beta, eps=1e-3):
+    return gamma * (x - x.mean(axis=0)) / np.sqrt(x.var(axis=0) + eps) + beta
+
+
 # --- the tests --------------------------------------------------------------
 
 def test_every_mistake_of_the_notebook_has_a_mutant():

@@ -69,6 +69,89 @@ def update_centres_x_in_place(running_mean, running_var, x, momentum=0.1):
             (1 - momentum) * running_var + momentum * var)
 
 
+# CS231n's assignment (and d2l before 2022, Keras): momentum weighs the OLD value and the
+# running variance is the biased batch variance, written the way the assignment's docstring
+# spells it.
+@MUTANTS.make("update_running_stats", "old-value-momentum-and-biased-running-var")
+def update_cs231n_docstring(running_mean, running_var, x, momentum=0.1):
+    sample_mean, sample_var = np.mean(x, axis=0), np.var(x, axis=0)
+    running_mean = momentum * running_mean + (1 - momentum) * sample_mean
+    running_var = momentum * running_var + (1 - momentum) * sample_var
+    return running_mean, running_var
+
+
+# The same convention, new value first, as in interview-prep notes.
+@MUTANTS.make("update_running_stats", "old-value-momentum-and-biased-running-var")
+def update_keras_order(running_mean, running_var, x, momentum=0.1):
+    return ((1 - momentum) * x.mean(axis=0) + momentum * running_mean,
+            (1 - momentum) * x.var(axis=0) + momentum * running_var)
+
+
+# The same convention in torch (d2l before 2022), with a first-time import inside.
+@MUTANTS.make("update_running_stats", "old-value-momentum-and-biased-running-var")
+def update_d2l_before_2022(running_mean, running_var, x, momentum=0.1):
+    import torch
+    X = torch.from_numpy(x)
+    mean = X.mean(dim=0)
+    var = ((X - mean) ** 2).mean(dim=0)
+    moving_mean = momentum * torch.from_numpy(running_mean) + (1.0 - momentum) * mean
+    moving_var = momentum * torch.from_numpy(running_var) + (1.0 - momentum) * var
+    return moving_mean.numpy(), moving_var.numpy()
+
+
+# d2l after its 2022 fix: PyTorch's momentum, but still the biased variance.
+@MUTANTS.make("update_running_stats", "running-var-biased")
+def update_d2l_after_2022(running_mean, running_var, x, momentum=0.1):
+    mean = x.mean(axis=0)
+    var = ((x - mean) ** 2).mean(axis=0)
+    return ((1.0 - momentum) * running_mean + momentum * mean,
+            (1.0 - momentum) * running_var + momentum * var)
+
+
+# A CS231n variant that keeps a running STANDARD DEVIATION (biased) with momentum on the
+# old value: the convention plus the std.
+@MUTANTS.make("update_running_stats",
+              "old-value-momentum-and-biased-running-var+running-var-from-std")
+def update_running_std_cs231n(running_mean, running_var, x, momentum=0.1):
+    return (momentum * running_mean + (1 - momentum) * x.mean(axis=0),
+            momentum * running_var + (1 - momentum) * x.std(axis=0))
+
+
+# Keras-core's bug report: the moving variance is never updated in training; in place.
+@MUTANTS.make("update_running_stats", "forgot-running-var")
+def update_mean_in_place_only(running_mean, running_var, x, momentum=0.1):
+    running_mean += momentum * (x.mean(axis=0) - running_mean)
+    return running_mean, running_var
+
+
+# Two at once: Keras' momentum AND the running variance forgotten.
+@MUTANTS.make("update_running_stats", "momentum-convention-flipped+forgot-running-var")
+def update_keras_mean_only(running_mean, running_var, x, momentum=0.1):
+    return momentum * running_mean + (1 - momentum) * x.mean(axis=0), running_var
+
+
+# torch.var_mean, the batch's statistics returned as the new running ones.
+@MUTANTS.make("update_running_stats", "returns-batch-statistics")
+def update_returns_torch_var_mean(running_mean, running_var, x, momentum=0.1):
+    var, mean = torch.var_mean(as_tensor(x), dim=0)
+    return mean.numpy(), var.numpy()
+
+
+# Keras' momentum with np.average's weights.
+@MUTANTS.make("update_running_stats", "momentum-convention-flipped")
+def update_keras_np_average(running_mean, running_var, x, momentum=0.1):
+    weights = [momentum, 1 - momentum]
+    return (np.average([running_mean, x.mean(axis=0)], axis=0, weights=weights),
+            np.average([running_var, x.var(axis=0, ddof=1)], axis=0, weights=weights))
+
+
+# CS231n's default momentum (0.9) in the signature, with PyTorch's formula.
+@MUTANTS.make("update_running_stats", "observation:wrong-default")
+def update_cs231n_default_momentum(running_mean, running_var, x, momentum=0.9):
+    return ((1 - momentum) * running_mean + momentum * x.mean(axis=0),
+            (1 - momentum) * running_var + momentum * x.var(axis=0, ddof=1))
+
+
 # --- batchnorm_eval ---------------------------------------------------------
 
 @MUTANTS.make("batchnorm_eval", "batch-stats-in-eval")
@@ -109,6 +192,59 @@ def eval_with_functional_batch_norm(x, running_mean, running_var, gamma, beta, e
     out = F.batch_norm(as_tensor(x), as_tensor(running_mean), as_tensor(running_var),
                        as_tensor(gamma), as_tensor(beta), training=False, eps=eps)
     return out.numpy()
+
+
+# "eps missing in eval": the training path had it, the inference path does not.
+@MUTANTS.make("batchnorm_eval", "forgot-eps")
+def eval_without_eps(x, running_mean, running_var, gamma, beta, eps=1e-5):
+    return gamma * (x - running_mean) / np.sqrt(running_var) + beta
+
+
+# "beta missing in eval".
+@MUTANTS.make("batchnorm_eval", "forgot-shift")
+def eval_without_beta(x, running_mean, running_var, gamma, beta, eps=1e-5):
+    return gamma * (x - running_mean) / np.sqrt(running_var + eps)
+
+
+@MUTANTS.make("batchnorm_eval", "forgot-scale")
+def eval_without_gamma(x, running_mean, running_var, gamma, beta, eps=1e-5):
+    return (x - running_mean) / np.sqrt(running_var + eps) + beta
+
+
+@MUTANTS.make("batchnorm_eval", "eps-after-division")
+def eval_eps_last(x, running_mean, running_var, gamma, beta, eps=1e-5):
+    return gamma * ((x - running_mean) / np.sqrt(running_var) + eps) + beta
+
+
+@MUTANTS.make("batchnorm_eval", "eps-as-floor")
+def eval_clamped_running_var(x, running_mean, running_var, gamma, beta, eps=1e-5):
+    return gamma * (x - running_mean) / np.sqrt(np.maximum(running_var, eps)) + beta
+
+
+# A from-scratch library that stores the running std and divides by it directly: with a
+# running VARIANCE that divides by the variance.
+@MUTANTS.make("batchnorm_eval", "var-instead-of-std")
+def eval_divides_by_running_var_torch(x, running_mean, running_var, gamma, beta, eps=1e-5):
+    x_hat = (as_tensor(x) - as_tensor(running_mean)) / (as_tensor(running_var) + eps)
+    return (as_tensor(gamma) * x_hat + as_tensor(beta)).numpy()
+
+
+# Two at once: the batch's statistics AND eps on the std.
+@MUTANTS.make("batchnorm_eval", "eps-outside-sqrt+batch-stats-in-eval")
+def eval_batch_statistics_eps_on_std(x, running_mean, running_var, gamma, beta, eps=1e-5):
+    return gamma * (x - x.mean(axis=0)) / (x.std(axis=0) + eps) + beta
+
+
+# Two at once: gamma and beta swapped AND no eps.
+@MUTANTS.make("batchnorm_eval", "gamma-beta-swapped+forgot-eps")
+def eval_swapped_without_eps(x, running_mean, running_var, gamma, beta, eps=1e-5):
+    return beta * (x - running_mean) / np.sqrt(running_var) + gamma
+
+
+# Keras' default epsilon in the signature; otherwise right.
+@MUTANTS.make("batchnorm_eval", "observation:wrong-default")
+def eval_keras_default_eps(x, running_mean, running_var, gamma, beta, eps=1e-3):
+    return gamma * (x - running_mean) / np.sqrt(running_var + eps) + beta
 
 
 # --- BatchNorm1d ------------------------------------------------------------
@@ -286,6 +422,175 @@ class WrapsTorchModule:
             return self.module(as_tensor(x).double()).numpy().astype(x.dtype)
 
 
+# CS231n's / Keras' convention in a layer: momentum on the old value, biased running var.
+@MUTANTS.make("BatchNorm1d", "old-value-momentum-and-biased-running-var")
+class Cs231nConvention(StudentBatchNorm1d):
+    def weight_of_new(self):
+        return 1 - self.momentum
+
+    def running_update_var(self, x):
+        return x.var(axis=0)
+
+
+# A "simple" train step seen in blog code: the running statistics are updated first (with
+# CS231n's convention) and the batch is normalized with them.
+@MUTANTS.make("BatchNorm1d",
+              "old-value-momentum-and-biased-running-var+updates-before-normalizing")
+class Cs231nUpdatesFirst(Cs231nConvention):
+    def forward_train(self, x):
+        self.check_batch(x)
+        self.update(x)
+        return self.forward_eval(x)
+
+
+# A from-scratch layer that starts with zero moving variance and uses Keras' convention.
+@MUTANTS.make("BatchNorm1d",
+              "old-value-momentum-and-biased-running-var+running-var-starts-at-zero")
+class KerasConventionFromZero(Cs231nConvention):
+    def initial_running_var(self, num_features):
+        return np.zeros(num_features)
+
+
+@MUTANTS.make("BatchNorm1d", "gamma-starts-at-zero")
+class GammaFromZero(StudentBatchNorm1d):
+    def __init__(self, num_features, eps=1e-5, momentum=0.1):
+        super().__init__(num_features, eps, momentum)
+        self.gamma = np.zeros(num_features)
+
+
+# One array assigned to two names.
+@MUTANTS.make("BatchNorm1d", "aliased-arrays")
+class GammaIsRunningVar(StudentBatchNorm1d):
+    def __init__(self, num_features, eps=1e-5, momentum=0.1):
+        super().__init__(num_features, eps, momentum)
+        self.gamma = self.running_var = np.ones(num_features)
+
+
+# Interview-prep notes: the running statistics start as the numbers 0 and 1.
+@MUTANTS.make("BatchNorm1d", "not-per-feature-arrays")
+class ScalarRunningStatistics(StudentBatchNorm1d):
+    def __init__(self, num_features, eps=1e-5, momentum=0.1):
+        super().__init__(num_features, eps, momentum)
+        self.running_mean, self.running_var = 0.0, 1.0
+
+
+# From-scratch libraries that create the running statistics lazily at the first call.
+@MUTANTS.make("BatchNorm1d", "not-per-feature-arrays")
+class LazyRunningStatistics(StudentBatchNorm1d):
+    def __init__(self, num_features, eps=1e-5, momentum=0.1):
+        super().__init__(num_features, eps, momentum)
+        self.running_mean = self.running_var = None
+
+    def update(self, x):
+        if self.running_mean is None:
+            self.running_mean, self.running_var = np.zeros(x.shape[1]), np.ones(x.shape[1])
+        super().update(x)
+
+
+# d2l-style `assert` for the batch size instead of a ValueError.
+@MUTANTS.make("BatchNorm1d", "batch-of-one-wrong-error")
+class AssertsTheBatchSize(StudentBatchNorm1d):
+    def check_batch(self, x):
+        assert len(x) > 1, "batch too small"
+
+
+@MUTANTS.make("BatchNorm1d", "forgot-running-var")
+class RunningVarNeverUpdated(StudentBatchNorm1d):
+    def update(self, x):
+        weight = self.weight_of_new()
+        self.running_mean = (1 - weight) * self.running_mean + weight * x.mean(axis=0)
+
+
+# A running standard deviation kept under the name running_var.
+@MUTANTS.make("BatchNorm1d", "running-var-from-std")
+class RunningStd(StudentBatchNorm1d):
+    def running_update_var(self, x):
+        return x.std(axis=0, ddof=1)
+
+
+# torch.var's default (unbiased) for the batch statistics in train mode, with a
+# first-time import inside.
+@MUTANTS.make("BatchNorm1d", "unbiased-variance")
+class TorchDefaultVariance(StudentBatchNorm1d):
+    def batch_statistics(self, x):
+        import torch
+        var, mean = torch.var_mean(torch.from_numpy(x), dim=0, keepdim=True)
+        return mean.numpy(), var.numpy()
+
+
+@MUTANTS.make("BatchNorm1d", "eps-outside-sqrt")
+class EpsOnStd(StudentBatchNorm1d):
+    def scale_shift(self, x, mean, var):
+        return (x - mean) / (np.sqrt(var) + self.eps) * self.gamma + self.beta
+
+
+@MUTANTS.make("BatchNorm1d", "gamma-beta-swapped")
+class SwappedAffine(StudentBatchNorm1d):
+    def scale_shift(self, x, mean, var):
+        return (x - mean) / np.sqrt(var + self.eps) * self.beta + self.gamma
+
+
+@MUTANTS.make("BatchNorm1d", "eps-after-division")
+class EpsAfterDividing(StudentBatchNorm1d):
+    def scale_shift(self, x, mean, var):
+        return ((x - mean) / np.sqrt(var) + self.eps) * self.gamma + self.beta
+
+
+@MUTANTS.make("BatchNorm1d", "eps-as-floor")
+class ClampedVariance(StudentBatchNorm1d):
+    def scale_shift(self, x, mean, var):
+        return (x - mean) / np.sqrt(np.maximum(var, self.eps)) * self.gamma + self.beta
+
+
+@MUTANTS.make("BatchNorm1d", "forgot-eps")
+class NoEps(StudentBatchNorm1d):
+    def scale_shift(self, x, mean, var):
+        return self.gamma * (x - mean) / np.sqrt(var) + self.beta
+
+
+@MUTANTS.make("BatchNorm1d", "forgot-scale")
+class NoGamma(StudentBatchNorm1d):
+    def scale_shift(self, x, mean, var):
+        return (x - mean) / np.sqrt(var + self.eps) + self.beta
+
+
+@MUTANTS.make("BatchNorm1d", "forgot-shift")
+class NoBeta(StudentBatchNorm1d):
+    def scale_shift(self, x, mean, var):
+        return self.gamma * (x - mean) / np.sqrt(var + self.eps)
+
+
+@MUTANTS.make("BatchNorm1d", "returns-normalized-not-scaled")
+class NoAffine(StudentBatchNorm1d):
+    def scale_shift(self, x, mean, var):
+        return (x - mean) / np.sqrt(var + self.eps)
+
+
+# __call__ never looks at the mode: eval mode normalizes with the batch and updates too.
+@MUTANTS.make("BatchNorm1d", "updates-in-eval+batch-stats-in-eval")
+class IgnoresTheMode(StudentBatchNorm1d):
+    def forward_eval(self, x):
+        out = self.scale_shift(x, *self.batch_statistics(x))
+        self.update(x)
+        return out
+
+
+# CS231n's default momentum (0.9) in the constructor, with PyTorch's formula.
+@MUTANTS.make("BatchNorm1d", "observation:wrong-default")
+class Cs231nDefaultMomentum(StudentBatchNorm1d):
+    def __init__(self, num_features, eps=1e-5, momentum=0.9):
+        super().__init__(num_features, eps, momentum)
+
+
+# gamma and beta drawn at random (a from-scratch library's "parameters" list).
+@MUTANTS.make("BatchNorm1d", "observation:wrong-start-values")
+class RandomAffineStart(StudentBatchNorm1d):
+    def __init__(self, num_features, eps=1e-5, momentum=0.1):
+        super().__init__(num_features, eps, momentum)
+        rng = np.random.default_rng(0)
+        self.gamma, self.beta = rng.standard_normal(num_features), rng.standard_normal(num_features)
+
+
 # --- keras_to_torch_momentum ------------------------------------------------
 
 @MUTANTS.make("keras_to_torch_momentum", "keras-momentum-not-converted")
@@ -296,6 +601,17 @@ def keras_as_is(m):
 @MUTANTS.make("keras_to_torch_momentum", "keras-conversion-sign-flipped")
 def keras_negated(m):
     return -(1 - m)
+
+
+@MUTANTS.make("keras_to_torch_momentum", "keras-conversion-sign-flipped")
+def keras_minus_one(m):
+    return np.subtract(m, 1.0)
+
+
+# Returned unchanged, as a NumPy float32.
+@MUTANTS.make("keras_to_torch_momentum", "keras-momentum-not-converted")
+def keras_as_float32(m):
+    return np.float32(m)
 
 
 @MUTANTS.make("keras_to_torch_momentum", "calls-course-reference")

@@ -479,6 +479,10 @@ def _same(a, b, tolerance):
     if any(booleans):
         return all(booleans) and bool(a) == bool(b)
     a, b = aligned(b, a), np.asarray(b)
+    if a.shape != b.shape and np.squeeze(a).shape == np.squeeze(b).shape:
+        # The same numbers kept as a column or row ((N, 1) for (N,)): the mistake is
+        # in the numbers, so it is still named (the shape is reported as well).
+        a, b = np.squeeze(a), np.squeeze(b)
     real = all(np.issubdtype(v.dtype, np.integer) or np.issubdtype(v.dtype, np.floating)
                for v in (a, b))
     if a.shape != b.shape or not real:
@@ -556,10 +560,12 @@ def _candidates_for_diagnosis(exercise):
     for mistake in matchable:
         yield (mistake,)
     pairable = [m for m in matchable if m.knobs and m.pairs]
-    for first, second in itertools.combinations(pairable, 2):
-        if first.id != second.id and not ({k for k, _ in first.knobs}
-                                          & {k for k, _ in second.knobs}):
-            yield first, second
+    pairs = [(first, second) for first, second in itertools.combinations(pairable, 2)
+             if first.id != second.id
+             and not {k for k, _ in first.knobs} & {k for k, _ in second.knobs}]
+    # The simplest explanation first: a convention (two knobs) paired with a mistake that
+    # hides half of it (a running variance never updated) must not win over the half.
+    yield from sorted(pairs, key=lambda pair: len(pair[0].knobs) + len(pair[1].knobs))
 
 
 def _implementation(exercise, mistakes):

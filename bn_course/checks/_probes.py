@@ -6,9 +6,11 @@ A probe is ``probe(exercise, candidate, played) -> [Observation, ...]``, where
 ``played`` lists the cases as the candidate played them (see ``_core.Played``).
 """
 
+import inspect
+
 import numpy as np
 
-from bn_course.checks._core import Observation, aligned
+from bn_course.checks._core import Observation, _matches, aligned
 from bn_course.numerics import relative_error
 
 EXACT = 1e-9
@@ -112,7 +114,9 @@ def rows_depend_on_batch(exercise, candidate, played):
 
 
 def normalized_statistics(exercise, candidate, played):
-    """With gamma = 1 and beta = 0, is the output centred, and is its variance right?"""
+    """With gamma = 1 and beta = 0, is the output centred, and is its variance right?
+    Only where the reference's output is centred with variance 1 (a training-mode
+    forward; not batch norm in eval mode, which uses the running statistics)."""
     p = _first_function_case(played, needs=("x", "gamma", "beta"))
     if p is None or np.ndim(p.case.args["x"]) != 2:
         return []
@@ -120,6 +124,10 @@ def normalized_statistics(exercise, candidate, played):
     d, n = x.shape[1], x.shape[0]
     plain = {"gamma": np.ones(d, dtype=x.dtype), "beta": np.zeros(d, dtype=x.dtype),
              "eps": 1e-8}
+    expected = np.asarray(p.case.rerun(exercise.reference, **plain)[0][1], dtype=np.float64)
+    if (np.max(np.abs(expected.mean(axis=0))) > 1e-6
+            or np.max(np.abs(expected.var(axis=0) - 1)) > 1e-4):
+        return []
     out = np.asarray(p.case.rerun(candidate, **plain)[0][1], dtype=np.float64)
     if out.shape != x.shape:
         return []
@@ -154,4 +162,35 @@ def dx_sums_to_zero(exercise, candidate, played):
     return []
 
 
-FORWARD_PROBES = (ignores_eps, normalized_statistics, rows_depend_on_batch, constant_factor)
+def _defaults(implementation):
+    """{parameter: default} of a function, or of a class's constructor."""
+    try:
+        parameters = inspect.signature(implementation).parameters.values()
+    except (TypeError, ValueError):
+        return {}
+    return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
+
+
+def wrong_defaults(exercise, candidate, played):
+    """A default eps or momentum that is not PyTorch's (Keras' eps=1e-3 and momentum=0.99,
+    CS231n's momentum=0.9...). When a case that leaves it out can be rerun, say whether
+    passing PyTorch's value explicitly makes that case right."""
+    theirs, ours = _defaults(candidate), _defaults(exercise.reference)
+    observations = []
+    for name in ("eps", "momentum"):
+        if name not in theirs or name not in ours or theirs[name] == ours[name]:
+            continue
+        sentence = (f"Your default {name} is {theirs[name]!r}, but this exercise's (PyTorch's) "
+                    f"is {ours[name]!r}.")
+        left_out = [p for p in played if p.differences() and p.case.rerun is not None
+                    and name not in p.case.kwargs]
+        if left_out and _matches(left_out[0].case.rerun(candidate, **{name: ours[name]}),
+                                 left_out[0].expected, left_out[0].case.tolerance):
+            sentence += (f" Called with {name}={ours[name]!r} explicitly, your answer is right "
+                         f"on {left_out[0].case.description}.")
+        observations.append(Observation("wrong-default", sentence))
+    return observations
+
+
+FORWARD_PROBES = (wrong_defaults, ignores_eps, normalized_statistics, rows_depend_on_batch,
+                  constant_factor)

@@ -20,8 +20,8 @@ def statistics(x, axis=0, ddof=0, stat="var", one_pass=False):
 
 def normalized(x, mean, var, eps, eps_place="inside", divide_by="std", centre="once"):
     """x_hat. eps_place: "inside" sqrt(var + eps), "outside" sqrt(var) + eps,
-    "missing", or "after" (added to the quotient). divide_by "var" forgets the
-    square root. centre: "once", "never" or "twice" (the mean subtracted again)."""
+    "missing", "after" (added to the quotient) or "floor" sqrt(max(var, eps)).
+    divide_by "var" forgets the square root. centre: "once", "never" or "twice" (the mean subtracted again)."""
     centred = {"once": x - mean, "never": x, "twice": x - 2 * mean}[centre]
     if divide_by == "var":
         return centred / (var + (0 if eps_place == "missing" else eps))
@@ -31,6 +31,8 @@ def normalized(x, mean, var, eps, eps_place="inside", divide_by="std", centre="o
         return centred / (np.sqrt(var) + eps)
     if eps_place == "after":
         return centred / np.sqrt(var) + eps
+    if eps_place == "floor":
+        return centred / np.sqrt(np.maximum(var, eps))
     return centred / np.sqrt(var)
 
 

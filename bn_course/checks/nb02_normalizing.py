@@ -46,12 +46,19 @@ EPS_MISTAKES = [
     knob_mistake("eps-after-division", "You added eps to the normalized value, after dividing, "
                  "instead of to the variance.", EPS_HINT, eps_place="after"),
 ]
+# Seen in synchronized batch-norm code: eps as a lower bound of the variance. It agrees
+# with PyTorch wherever var >> eps, and parts from it where a feature is nearly constant.
+EPS_AS_FLOOR = knob_mistake(
+    "eps-as-floor", "You used eps as a lower bound of the variance, sqrt(max(var, eps)), "
+    "instead of adding it: PyTorch always adds it.", EPS_HINT, eps_place="floor")
 
 NORMALIZE = Exercise(
     "normalize", ref.normalize, "normalize(x, mean, var, eps=1e-5)", normalize_cases,
     build=_normalize_with, hint="(x - mean) / np.sqrt(var + eps), with the mean and var given.",
-    probes=(_probes.ignores_eps, _probes.rows_depend_on_batch, _probes.constant_factor),
+    probes=(_probes.wrong_defaults, _probes.ignores_eps, _probes.rows_depend_on_batch,
+            _probes.constant_factor),
     mistakes=EPS_MISTAKES + [
+        EPS_AS_FLOOR,
         knob_mistake("var-instead-of-std", "You divided by the variance instead of the standard "
                      "deviation.", "Divide by np.sqrt(var + eps): the standard deviation has "
                      "the units of x.", divide_by="var"),

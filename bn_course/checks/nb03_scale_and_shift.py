@@ -5,7 +5,7 @@ import numpy as np
 from bn_course.checks import _cases, _probes, _steps
 from bn_course.checks._core import Exercise, Mistake, knob_mistake
 from bn_course.checks.nb01_batch_statistics import AXIS_HINT, BIASED_HINT
-from bn_course.checks.nb02_normalizing import EPS_MISTAKES
+from bn_course.checks.nb02_normalizing import EPS_AS_FLOOR, EPS_MISTAKES
 from bn_course.reference import numpy as ref
 
 AFFINE_HINT = "Return gamma * x_hat + beta: gamma scales, beta shifts."
@@ -80,6 +80,7 @@ BATCHNORM_FORWARD = Exercise(
     hint="x_hat = (x - mean) / np.sqrt(var + eps) with the batch's per-feature mean and "
          "biased variance, then gamma * x_hat + beta.",
     mistakes=affine_mistakes() + variance_mistakes(BIASED_HINT) + EPS_MISTAKES + [
+        EPS_AS_FLOOR,
         knob_mistake("axis-0-vs-1", "You normalized each example across its features (axis=1): "
                      "that is LayerNorm, not BatchNorm.", AXIS_HINT, axis=1),
         knob_mistake("no-axis", "You took one mean and one variance over the whole batch, not "

@@ -12,10 +12,12 @@ from bn_course.checks._core import (
     Exercise,
     InputModified,
     Mistake,
+    Observation,
     explain_error,
     knob_mistake,
 )
-from bn_course.checks.nb02_normalizing import EPS_MISTAKES
+from bn_course.checks.nb01_batch_statistics import BIASED_HINT
+from bn_course.checks.nb02_normalizing import EPS_AS_FLOOR, EPS_MISTAKES
 from bn_course.checks.nb03_scale_and_shift import affine_mistakes
 from bn_course.reference import numpy as ref
 
@@ -24,9 +26,9 @@ MOMENTUM_HINT = ("In PyTorch momentum weighs the new batch: "
 RUNNING_VAR_HINT = ("The running variance estimates the population's: use the unbiased batch "
                     "variance, np.var(x, axis=0, ddof=1), as PyTorch does.")
 OLD_VALUE_CONVENTION = (
-    "You followed the convention of CS231n's assignment and of d2l before 2022: momentum "
-    "weighs the OLD running value and the running variance is the biased batch variance. "
-    "PyTorch does the opposite on both counts.")
+    "You followed the convention of Keras/TensorFlow, CS231n's assignment and d2l before "
+    "2022: momentum weighs the OLD running value and the running variance is the biased "
+    "batch variance. PyTorch does the opposite on both counts.")
 
 
 # --- update_running_stats ----------------------------------------------------------
@@ -70,10 +72,11 @@ def _update_with(weight_of_new="momentum", ddof=1, stat="var", update_var=True, 
 UPDATE_RUNNING_STATS = Exercise(
     "update_running_stats", ref.update_running_stats,
     "update_running_stats(running_mean, running_var, x, momentum=0.1)", update_cases,
-    build=_update_with, probes=(_probes.constant_factor,), hint=MOMENTUM_HINT,
+    build=_update_with, probes=(_probes.wrong_defaults, _probes.constant_factor),
+    hint=MOMENTUM_HINT,
     mistakes=[
         knob_mistake("old-value-momentum-and-biased-running-var", OLD_VALUE_CONVENTION,
-                     f"{MOMENTUM_HINT} And: {RUNNING_VAR_HINT}", pairs=False,
+                     f"{MOMENTUM_HINT} And: {RUNNING_VAR_HINT}",
                      weight_of_new="1 - momentum", ddof=0),
         knob_mistake("momentum-convention-flipped", "You used momentum as the weight of the OLD "
                      "value (Keras' and CS231n's convention).", MOMENTUM_HINT,
@@ -130,6 +133,7 @@ BATCHNORM_EVAL = Exercise(
         knob_mistake("var-instead-of-std", "You divided by the running variance instead of "
                      "its square root.", "Divide by np.sqrt(running_var + eps).",
                      divide_by="var"),
+        EPS_AS_FLOOR,
     ])
 
 
@@ -143,6 +147,8 @@ class _BuggyBatchNorm1d:
 
     flipped_momentum = False   # running = momentum * running + (1 - momentum) * batch
     biased_running_var = False
+    running_stat = "var"       # "std": the batch standard deviation blended in
+    update_var = True          # False: running_var never changes
     updates_in_eval = False    # "after" or "before" normalizing
     no_update_in_train = False
     updates_before_normalizing = False
@@ -150,6 +156,9 @@ class _BuggyBatchNorm1d:
     no_error_for_one = False
     running_var_start = 1.0
     gamma_start = 1.0
+    normalize_ddof = 0         # 1: train mode normalizes with the unbiased variance
+    eps_place = "inside"       # see _steps.normalized
+    affine = "right"           # see _steps.scaled
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1):
         self.eps, self.momentum, self.training = eps, momentum, True
@@ -166,12 +175,15 @@ class _BuggyBatchNorm1d:
 
     def _update(self, x):
         weight_new = 1 - self.momentum if self.flipped_momentum else self.momentum
-        var = x.var(axis=0, ddof=0 if self.biased_running_var else 1)
+        _, var = _steps.statistics(x, ddof=0 if self.biased_running_var else 1,
+                                   stat=self.running_stat)
         self.running_mean = (1 - weight_new) * self.running_mean + weight_new * x.mean(axis=0)
-        self.running_var = (1 - weight_new) * self.running_var + weight_new * var
+        if self.update_var:
+            self.running_var = (1 - weight_new) * self.running_var + weight_new * var[0]
 
     def _scale_shift(self, x, mean, var):
-        return self.gamma * (x - mean) / np.sqrt(var + self.eps) + self.beta
+        x_hat = _steps.normalized(x, mean, var, self.eps, eps_place=self.eps_place)
+        return _steps.scaled(x_hat, self.gamma, self.beta, self.affine)
 
     def __call__(self, x):
         if self.training and len(x) < 2:
@@ -183,7 +195,8 @@ class _BuggyBatchNorm1d:
             self._update(x)
         use_batch = self.training and not self.updates_before_normalizing
         if use_batch or (not self.training and self.batch_stats_in_eval):
-            out = self._scale_shift(x, x.mean(axis=0), x.var(axis=0))
+            ddof = self.normalize_ddof if self.training else 0
+            out = self._scale_shift(x, *_steps.statistics(x, ddof=ddof))
         else:
             out = self._scale_shift(x, self.running_mean, self.running_var)
         should_update = (not self.no_update_in_train and not self.updates_before_normalizing
@@ -206,8 +219,8 @@ def _arrays_of(layer, d):
     for name in LAYER_ARRAYS:
         value = getattr(layer, name, None)
         if not isinstance(value, np.ndarray) or value.shape not in ((d,), (1, d)):
-            raise CandidateProblem(f"right after construction, layer.{name} should be a NumPy "
-                                   f"array of shape ({d},), got {_what(value)}.")
+            raise CandidateProblem(f"Right after construction, layer.{name} is {_what(value)}, "
+                                   f"not a NumPy array of shape ({d},).", "not-per-feature-arrays")
         arrays[name] = value
     for i, first in enumerate(LAYER_ARRAYS):
         for second in LAYER_ARRAYS[i + 1:]:
@@ -275,8 +288,7 @@ def _raises_value_error(layer, x):
         return True
     except Exception as error:
         raise CandidateProblem(f"On a batch of one example in train mode, your layer raised "
-                               f"{explain_error(error)}, where PyTorch raises ValueError.") \
-            from None
+                               f"{explain_error(error)}.", "batch-of-one-wrong-error") from None
     return False
 
 
@@ -297,15 +309,35 @@ def layer_cases(group):
     return cases
 
 
+START_VALUES = {"gamma": 1.0, "beta": 0.0, "running_mean": 0.0, "running_var": 1.0}
+
+
+def _start_values(exercise, candidate, played):
+    """Which of the layer's arrays start at values other than PyTorch's."""
+    for p in played:
+        wrong = {label for label, *_ in p.differences()}
+        starts = dict(p.outputs or [])
+        found = [f"{name} = {_short(starts[f'{name} at start'])} (PyTorch: all {value:g})"
+                 for name, value in START_VALUES.items() if f"{name} at start" in wrong]
+        if found:
+            return [Observation("wrong-start-values",
+                                f"Your layer starts with {'; '.join(found)}.")]
+    return []
+
+
+def _short(values):
+    return np.array2string(np.asarray(values).ravel(), precision=3, threshold=4)
+
+
 UPDATES_IN_EVAL = ("Your layer changes its running statistics in eval mode.",
                    "Only train mode updates them; eval mode just reads them.")
 BATCHNORM1D = Exercise(
     "BatchNorm1d", ref.BatchNorm1d, "BatchNorm1d(num_features, eps=1e-5, momentum=0.1)",
-    layer_cases, build=_layer_with,
+    layer_cases, build=_layer_with, probes=(_probes.wrong_defaults, _start_values),
     hint="Train mode: batchnorm_forward, then update_running_stats. Eval mode: batchnorm_eval.",
     mistakes=[
         knob_mistake("old-value-momentum-and-biased-running-var", OLD_VALUE_CONVENTION,
-                     f"{MOMENTUM_HINT} And: {RUNNING_VAR_HINT}", pairs=False,
+                     f"{MOMENTUM_HINT} And: {RUNNING_VAR_HINT}",
                      flipped_momentum=True, biased_running_var=True),
         knob_mistake("updates-in-eval", *UPDATES_IN_EVAL, updates_in_eval="after"),
         knob_mistake("updates-in-eval", *UPDATES_IN_EVAL, updates_in_eval="before"),
@@ -337,6 +369,22 @@ BATCHNORM1D = Exercise(
                      "plain normalization.", gamma_start=0.0),
         Mistake("aliased-arrays", "Two of your layer's arrays are one and the same.",
                 "Create each with its own np.ones / np.zeros call."),
+        Mistake("not-per-feature-arrays", "Each of gamma, beta, running_mean and running_var "
+                "must exist as soon as the layer is built, one value per feature.",
+                "Create them in __init__ with np.ones(num_features) / np.zeros(num_features); "
+                "a number, or None filled in at the first call, is not a per-feature array."),
+        Mistake("batch-of-one-wrong-error", "PyTorch raises ValueError for a batch of one in "
+                "train mode, and code that catches it expects that type.",
+                "Raise ValueError (not assert, not another exception) when x.shape[0] < 2 in "
+                "train mode."),
+        knob_mistake("forgot-running-var", "Your layer updates running_mean but never "
+                     "running_var.", "Update both running statistics with the same rule.",
+                     update_var=False),
+        knob_mistake("running-var-from-std", "Your layer blends the batch standard deviation "
+                     "into the running VARIANCE.", RUNNING_VAR_HINT, running_stat="std"),
+        knob_mistake("unbiased-variance", "In train mode your layer normalizes with the "
+                     "unbiased variance (divide by N - 1).", BIASED_HINT, normalize_ddof=1),
+        EPS_AS_FLOOR, *EPS_MISTAKES, *affine_mistakes(),
     ])
 
 
