@@ -4,6 +4,10 @@
 
 * experiments: each of notebook 07's experiments, trained from scratch in this process
   (wall and CPU seconds, and milliseconds per training step);
+* layers: the paper's BN run (3,000 steps) with torch.nn.BatchNorm1d, with the course's
+  from-scratch BatchNorm1d and with the solution notebook's BatchNorm2d (what a student
+  pastes into notebook 07), each with the notebook's build_mlp, and how far the curves are
+  from torch's (the notebook's network must not take more than 1.5x the time of torch's);
 * panel: what a slider move costs: a fresh pair of curves (two new 300-step runs, the
   figure and its PNG, as the inline backend renders it) for a few settings, and a move
   back to a setting already trained (budget for a fresh pair: 3 s on 2 cores);
@@ -18,9 +22,11 @@ budget is exceeded or the notebook fails to run.
 import argparse
 import contextlib
 import io
+import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import matplotlib
@@ -62,6 +68,38 @@ def bench_experiments(demo):
             train()
         new_runs = demo.runs_trained() - before
         print(f"{name:<38}{row['wall']:>8.2f}{row['cpu']:>8.2f}{new_runs:>10}")
+
+
+def notebook_answers(*names):
+    """Classes and functions defined by the solution notebook's answer cells, run as a
+    student's code (not from bn_course.reference, which the self-checks refuse)."""
+    namespace = {}
+    for cell in json.loads(NOTEBOOK.read_text())["cells"]:
+        grader = cell["metadata"].get("nbgrader", {})
+        if cell["cell_type"] == "code" and (grader.get("solution")
+                                            or grader.get("grade_id") == "setup"):
+            exec("".join(cell["source"]), namespace)  # noqa: S102
+    return [namespace[name] for name in names]
+
+
+def bench_layers(demo):
+    from bn_course.reference.torch import BatchNorm1d
+
+    build_mlp, pasted = notebook_answers("build_mlp", "BatchNorm2d")
+    layers = [("torch.nn.BatchNorm1d", demo.Network(build_mlp)),
+              ("course's from-scratch BatchNorm1d", demo.Network(build_mlp, BatchNorm1d)),
+              ("notebook's BatchNorm2d, as 1d", demo.Network(build_mlp,
+                                                             demo.as_batchnorm1d(pasted)))]
+    print(f"\nlayers: the paper's BN run, {demo.PAPER.steps} steps ({load()})")
+    print(f"{'':<38}{'wall s':>8}{'vs torch':>10}{'max |loss diff|':>17}")
+    torch_run = torch_seconds = None
+    for name, network in layers:
+        with stopwatch({}) as row, contextlib.redirect_stderr(io.StringIO()):
+            history = demo.run(replace(demo.PAPER, bn=True, network=network))
+        torch_run, torch_seconds = torch_run or history, torch_seconds or row["wall"]
+        difference = max(abs(a - b) for a, b in zip(history.loss, torch_run.loss))
+        print(f"{name:<38}{row['wall']:>8.2f}{row['wall'] / torch_seconds:>9.1f}x"
+              f"{difference:>17.1e}")
 
 
 def redraw_seconds(panel, **values):
@@ -137,6 +175,7 @@ def main():
         import torch  # noqa: F401  (what the first training cell pays for)
     print(f"imports and data: {row['wall']:.2f} s")
     bench_experiments(demo)
+    bench_layers(demo)
     ok = bench_panel(demo)
     if not args.skip_notebook:
         ok = bench_notebook() and ok
