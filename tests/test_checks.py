@@ -562,8 +562,46 @@ def backward_autograd(dout, x, gamma, eps=1e-5):
     return t.grad.numpy(), g.grad.numpy(), b.grad.numpy()
 
 
+def backward_loop_over_features_in_input_dtype(dout, x, gamma, eps=1e-5):
+    # float32 stays float32 throughout: eps and N as numbers of the input's type.
+    n, d = x.shape
+    dx, dgamma, dbeta = np.empty_like(x), np.empty(d, x.dtype), np.empty(d, x.dtype)
+    for j in range(d):
+        std = np.sqrt(x[:, j].var() + x.dtype.type(eps))
+        x_hat = (x[:, j] - x[:, j].mean()) / std
+        dbeta[j], dgamma[j] = dout[:, j].sum(), (dout[:, j] * x_hat).sum()
+        dx[:, j] = gamma[j] / std * (dout[:, j] - dbeta[j] / n - x_hat * dgamma[j] / n)
+    return dx, dgamma, dbeta
+
+
+def backward_autograd_of_own_forward(dout, x, gamma, eps=1e-5):
+    import torch  # inside the function, as a student may write it
+
+    t = torch.tensor(x, requires_grad=True)
+    g = torch.tensor(gamma, requires_grad=True)
+    b = torch.zeros_like(g, requires_grad=True)
+    centred = t - t.sum(0) / len(x)
+    out = g * centred / torch.sqrt((centred ** 2).mean(0) + eps) + b
+    dx, dgamma, dbeta = torch.autograd.grad(out, (t, g, b), torch.tensor(dout))
+    return dx.numpy(), dgamma.numpy(), dbeta.numpy()
+
+
+def backward_staged_without_zero_term(dout, x, gamma, eps=1e-5):
+    # dmu leaves out dvar * mean(-2 * xc), which is 0 because xc sums to 0.
+    n = x.shape[0]
+    xc = x - x.mean(0)
+    var = (xc ** 2).mean(0)
+    ivar = 1 / np.sqrt(var + eps)
+    dxhat = dout * gamma
+    dvar = (dxhat * xc).sum(0) * -0.5 * ivar ** 3
+    dmu = -(dxhat * ivar).sum(0)
+    return dxhat * ivar + dvar * 2 * xc / n + dmu / n, (dout * xc * ivar).sum(0), dout.sum(0)
+
+
 for _exercise in ("batchnorm_backward", "batchnorm_backward_compact"):
-    for _implementation in (backward_staged, backward_compact_keepdims, backward_autograd):
+    for _implementation in (backward_staged, backward_compact_keepdims, backward_autograd,
+                            backward_loop_over_features_in_input_dtype,
+                            backward_autograd_of_own_forward, backward_staged_without_zero_term):
         correct(_exercise)(_implementation)
 
 
@@ -599,6 +637,25 @@ def forward2d_with_torch(x, gamma, beta, eps=1e-5):
     var, mean = torch.var_mean(t, dim=(0, 2, 3), keepdim=True, correction=0)
     return ((t - mean) / torch.sqrt(var + eps) * as_tensor(gamma).view(1, -1, 1, 1)
             + as_tensor(beta).view(1, -1, 1, 1)).numpy()
+
+
+@correct("batchnorm2d_forward")
+def forward2d_einsum_in_input_dtype(x, gamma, beta, eps=1e-5):
+    count = x.dtype.type(x.shape[0] * x.shape[2] * x.shape[3])
+    centred = x - (np.einsum("nchw->c", x) / count)[:, None, None]
+    var = np.einsum("nchw,nchw->c", centred, centred) / count
+    scale = gamma / np.sqrt(var + x.dtype.type(eps))
+    return centred * scale[:, None, None] + beta[:, None, None]
+
+
+@correct("batchnorm2d_forward")
+def forward2d_channel_rows(x, gamma, beta, eps=1e-5):
+    n, c = x.shape[:2]
+    per_channel = x.reshape(n, c, -1)  # (N, C, H*W): reduce over axes 0 and 2
+    mean = per_channel.mean(axis=(0, 2), keepdims=True)
+    var = ((per_channel - mean) ** 2).mean(axis=(0, 2), keepdims=True)
+    out = gamma[:, None] * (per_channel - mean) / np.sqrt(var + eps) + beta[:, None]
+    return out.reshape(x.shape)
 
 
 # --- 08 ---------------------------------------------------------------------
@@ -669,6 +726,37 @@ def fold_einsum(conv_weight, conv_bias, bn):
     return np.einsum("o...,o->o...", conv_weight, scale), shift
 
 
+@correct("layernorm_forward")
+def layernorm_flattened_in_input_dtype(x, gamma, beta, eps=1e-5):
+    flat = x.reshape(len(x), -1)
+    centred = flat - flat.mean(axis=1, keepdims=True)
+    var = np.einsum("nk,nk->n", centred, centred)[:, None] / x.dtype.type(flat.shape[1])
+    x_hat = (centred / np.sqrt(var + x.dtype.type(eps))).reshape(x.shape)
+    return x_hat * like_channels(gamma, x) + like_channels(beta, x)
+
+
+@correct("groupnorm_forward")
+def groupnorm_torch_split_by_channels(x, gamma, beta, num_groups, eps=1e-5):
+    t = as_tensor(x)
+    parts = []
+    for block in t.split(x.shape[1] // num_groups, dim=1):
+        dims = tuple(range(1, block.ndim))
+        var, mean = torch.var_mean(block, dim=dims, keepdim=True, correction=0)
+        parts.append((block - mean) / torch.sqrt(var + eps))
+    return torch.cat(parts, dim=1).numpy() * like_channels(gamma, x) + like_channels(beta, x)
+
+
+@correct("fold_batchnorm")
+def fold_with_torch_diagonal(conv_weight, conv_bias, bn):
+    # A diagonal matrix of scales times the flattened filters, as fusion scripts write it.
+    scale = torch.diag(as_tensor(bn.weight) / torch.sqrt(as_tensor(bn.running_var) + bn.eps))
+    flat = as_tensor(conv_weight).reshape(len(conv_weight), -1)
+    bias = torch.zeros(len(conv_weight), dtype=flat.dtype) if conv_bias is None \
+        else as_tensor(conv_bias)
+    shift = as_tensor(bn.bias) - scale @ as_tensor(bn.running_mean)
+    return (scale @ flat).reshape(conv_weight.shape).numpy(), (scale @ bias + shift).numpy()
+
+
 @correct("BatchNorm2d")
 class ModuleFromScratch(torch.nn.Module):
     def __init__(self, num_features, eps=1e-5, momentum=0.1):
@@ -709,6 +797,43 @@ class ModuleWithVarMean(ModuleFromScratch):
             var = self.running_var.view(1, -1, 1, 1)
         return torch.addcmul(self.bias.view(1, -1, 1, 1), (x - mean) * torch.rsqrt(var + self.eps),
                              self.weight.view(1, -1, 1, 1))
+
+
+@correct("BatchNorm2d")
+class ModuleSubclassingTorchWithOwnForward(torch.nn.BatchNorm2d):
+    """nn.BatchNorm2d's parameters and buffers, the forward pass written by hand."""
+
+    def forward(self, x):
+        if self.training:
+            var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=0)
+            with torch.no_grad():
+                count = x.numel() // x.shape[1]
+                self.running_mean.mul_(1 - self.momentum).add_(mean, alpha=self.momentum)
+                self.running_var.mul_(1 - self.momentum).add_(var * count / (count - 1),
+                                                             alpha=self.momentum)
+                self.num_batches_tracked.add_(1)
+        else:
+            mean, var = self.running_mean, self.running_var
+        scale = self.weight / torch.sqrt(var + self.eps)
+        shift = self.bias - mean * scale
+        return x * scale[:, None, None] + shift[:, None, None]
+
+
+@correct("BatchNorm2d")
+class ModuleUpdatingFromDetachedStatistics(ModuleFromScratch):
+    """Buffers reassigned from detached statistics, outside torch.no_grad()."""
+
+    def forward(self, x):
+        if not self.training:
+            return super().forward(x)
+        flat = x.transpose(0, 1).reshape(x.shape[1], -1)  # (C, N*H*W)
+        mean, var = flat.mean(1), flat.var(1, unbiased=False)
+        m, stats = self.momentum, flat.detach()
+        self.running_mean = (1 - m) * self.running_mean + m * stats.mean(1)
+        self.running_var = (1 - m) * self.running_var + m * stats.var(1)
+        self.num_batches_tracked = self.num_batches_tracked + 1
+        x_hat = (x - mean.view(1, -1, 1, 1)) / torch.sqrt(var.view(1, -1, 1, 1) + self.eps)
+        return x_hat * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
 
 
 @correct("steps_to_reach")
@@ -774,6 +899,27 @@ def recompute_cumulative(batches):
 def recompute_stacked(batches):
     stats = np.stack([np.stack([x.mean(0), x.var(0, ddof=1)]) for x in batches])
     return stats[:, 0].mean(0), stats[:, 1].mean(0)
+
+
+@correct("ghost_batchnorm_forward")
+def ghost_with_torch_split(x, gamma, beta, virtual_batch_size, eps=1e-5):
+    parts = []
+    for chunk in as_tensor(x).split(virtual_batch_size):
+        var, mean = torch.var_mean(chunk, dim=0, correction=0)
+        parts.append((chunk - mean) / torch.sqrt(var + eps))
+    return torch.cat(parts).numpy() * gamma + beta
+
+
+@correct("recompute_running_stats")
+def recompute_from_sums(batches):
+    # Sums of the batch means and of the unbiased batch variances, divided at the end.
+    count, mean_sum, var_sum = 0, 0.0, 0.0
+    for x in batches:
+        centred = x - x.mean(axis=0)
+        mean_sum = mean_sum + x.mean(axis=0)
+        var_sum = var_sum + np.einsum("nd,nd->d", centred, centred) / (len(x) - 1)
+        count += 1
+    return mean_sum / count, var_sum / count
 
 
 # A student reads the symptoms; the answers are written out here, as theirs would be

@@ -170,6 +170,208 @@ def backward_scales_dout_in_place(dout, x, gamma, eps=1e-5):
     return dx, dgamma, dbeta
 
 
+# --- patterns seen in published backward passes ---------------------------------
+
+# A staged backward whose cache kept `var` but not eps, so the backward pass
+# recomputes the standard deviation as np.sqrt(var) (several CS231n repositories).
+@MUTANTS.make("batchnorm_backward", "backward-ignores-eps")
+def backward_std_recomputed_without_eps(dout, x, gamma, eps=1e-5):
+    n = x.shape[0]
+    xmu = x - x.mean(axis=0)
+    var = (xmu ** 2).mean(axis=0)
+    ivar = 1.0 / np.sqrt(var)
+    x_hat = xmu * ivar
+    dxhat = dout * gamma
+    dvar = np.sum(dxhat * xmu, axis=0) * -0.5 * ivar ** 3
+    dxmu = dxhat * ivar + dvar * 2 * xmu / n
+    dx = dxmu - dxmu.mean(axis=0)
+    return dx, np.sum(dout * x_hat, axis=0), np.sum(dout, axis=0)
+
+
+# The closed form written with x.std(axis=0), which has no room for eps.
+@MUTANTS.make("batchnorm_backward_compact", "backward-ignores-eps")
+def compact_with_np_std(dout, x, gamma, eps=1e-5):
+    x_hat = (x - x.mean(0)) / x.std(0)
+    dgamma, dbeta = (dout * x_hat).sum(0), dout.sum(0)
+    dx = gamma / x.std(0) * (dout - dout.mean(0) - x_hat * (dout * x_hat).mean(0))
+    return dx, dgamma, dbeta
+
+
+# The dbeta line copied for dgamma and the factor x_hat never added.
+@MUTANTS.make("batchnorm_backward", "dgamma-without-xhat")
+def backward_dgamma_copied_from_dbeta(dout, x, gamma, eps=1e-5):
+    dx, _, dbeta = staged_backward(dout, x, gamma, eps)
+    return dx, np.sum(dout, axis=0), dbeta
+
+
+@MUTANTS.make("batchnorm_backward_compact", "dgamma-without-xhat")
+def compact_dgamma_equals_dbeta(dout, x, gamma, eps=1e-5):
+    dx, _, dbeta = autograd_backward(dout, x, gamma, eps)
+    return dx, dbeta.copy(), dbeta
+
+
+# A question on a CS231n repository's tracker: "shouldn't dgamma and dbeta be
+# normalized by the batch size?" (a mean over the batch, as in a loss).
+@MUTANTS.make("batchnorm_backward", "param-grads-averaged")
+def backward_param_grads_over_batch_size(dout, x, gamma, eps=1e-5):
+    dx, dgamma, dbeta = staged_backward(dout, x, gamma, eps)
+    batch_size = x.shape[0]
+    return dx, dgamma / batch_size, dbeta / batch_size
+
+
+@MUTANTS.make("batchnorm_backward_compact", "param-grads-averaged")
+def compact_param_grads_with_np_mean(dout, x, gamma, eps=1e-5):
+    x_hat = student_x_hat(x, eps)
+    dx, _, _ = autograd_backward(dout, x, gamma, eps)
+    return dx, np.mean(dout * x_hat, axis=0), np.mean(dout, axis=0)
+
+
+# dgamma from the cached centred input `xmu` instead of `xhat` (staged backwards keep both).
+@MUTANTS.make("batchnorm_backward", "dgamma-without-std")
+def backward_dgamma_from_xmu(dout, x, gamma, eps=1e-5):
+    dx, _, dbeta = staged_backward(dout, x, gamma, eps)
+    xmu = x - x.mean(axis=0)
+    return dx, np.sum(dout * xmu, axis=0), dbeta
+
+
+# np.sum without axis: a number where a vector belongs.
+@MUTANTS.make("batchnorm_backward", "param-grads-summed-over-everything")
+def backward_param_grads_without_axis(dout, x, gamma, eps=1e-5):
+    dx, _, _ = staged_backward(dout, x, gamma, eps)
+    return dx, np.sum(dout * student_x_hat(x, eps)), np.sum(dout)
+
+
+# The return line written as `return dx, dbeta, dgamma`.
+@MUTANTS.make("batchnorm_backward_compact", "dgamma-dbeta-swapped")
+def compact_returns_dbeta_first(dout, x, gamma, eps=1e-5):
+    dx, dgamma, dbeta = autograd_backward(dout, x, gamma, eps)
+    return dx, dbeta, dgamma
+
+
+@MUTANTS.make("batchnorm_backward", "dgamma-dbeta-swapped")
+def backward_returns_dbeta_first(dout, x, gamma, eps=1e-5):
+    dx, dgamma, dbeta = staged_backward(dout, x, gamma, eps)
+    return dx, dbeta, dgamma
+
+
+@MUTANTS.make("batchnorm_backward_compact", "dgamma-without-std")
+def compact_dgamma_from_centred_einsum(dout, x, gamma, eps=1e-5):
+    dx, _, dbeta = autograd_backward(dout, x, gamma, eps)
+    return dx, np.einsum("nd,nd->d", dout, x - x.mean(0)), dbeta
+
+
+@MUTANTS.make("batchnorm_backward_compact", "param-grads-summed-over-everything")
+def compact_param_grads_from_python_sum(dout, x, gamma, eps=1e-5):
+    dx, _, _ = autograd_backward(dout, x, gamma, eps)
+    return dx, float((dout * student_x_hat(x, eps)).sum()), float(dout.sum())
+
+
+# --- two mistakes at once -----------------------------------------------------------
+
+# A blog's derivation for x_hat alone (gamma = 1, eps = 0) pasted as the layer's backward.
+@MUTANTS.make("batchnorm_backward_compact", "dx-forgot-gamma+backward-ignores-eps")
+def compact_from_a_derivation_without_gamma_and_eps(dout, x, gamma, eps=1e-5):
+    n = x.shape[0]
+    std = x.std(axis=0)
+    x_hat = (x - x.mean(axis=0)) / std
+    dx = (n * dout - dout.sum(0) - x_hat * (dout * x_hat).sum(0)) / (n * std)
+    return dx, (dout * x_hat).sum(0), dout.sum(0)
+
+
+# BN treated as an elementwise affine layer (no paths through the statistics), with
+# gradients averaged as a loss would be.
+@MUTANTS.make("batchnorm_backward", "param-grads-averaged+dx-missing-mean-terms")
+def backward_like_an_affine_layer(dout, x, gamma, eps=1e-5):
+    x_hat = student_x_hat(x, eps)
+    inv_std = 1 / np.sqrt(x.var(0) + eps)
+    return dout * gamma * inv_std, (dout * x_hat).mean(0), dout.mean(0)
+
+
+# torch's x.std() (unbiased, no eps) in a NumPy port: N - 1 and no eps.
+@MUTANTS.make("batchnorm_backward_compact", "backward-ignores-eps+unbiased-variance")
+def compact_with_torch_default_std(dout, x, gamma, eps=1e-5):
+    n = x.shape[0]
+    std = as_tensor(x).std(dim=0).numpy()
+    x_hat = (x - x.mean(0)) / std
+    dgamma, dbeta = (dout * x_hat).sum(0), dout.sum(0)
+    dx = gamma / (n * std) * (n * dout - dbeta - x_hat * dgamma)
+    return dx, dgamma, dbeta
+
+
+# Gradients averaged and the return order swapped.
+@MUTANTS.make("batchnorm_backward", "dgamma-dbeta-swapped+param-grads-averaged")
+def backward_swapped_and_averaged(dout, x, gamma, eps=1e-5):
+    dx, dgamma, dbeta = staged_backward(dout, x, gamma, eps)
+    return dx, dbeta / len(x), dgamma / len(x)
+
+
+# x instead of x_hat in dgamma, and no eps in dx (a cache of (x, mean, var) only).
+@MUTANTS.make("batchnorm_backward", "dgamma-uses-x-not-xhat+backward-ignores-eps")
+def backward_cache_without_x_hat(dout, x, gamma, eps=1e-5):
+    n = x.shape[0]
+    mean, var = x.mean(0), x.var(0)
+    x_hat = (x - mean) / np.sqrt(var)
+    dx = gamma / np.sqrt(var) * (dout - dout.mean(0) - x_hat * (dout * x_hat).sum(0) / n)
+    return dx, (dout * x).sum(0), dout.sum(0)
+
+
+# --- wrong answers that no entry fits: a probe describes them --------------------------
+
+# A sign slip in the variance node: d(var^-1/2) taken as +0.5 * var^-3/2.
+@MUTANTS.make("batchnorm_backward", "observation:dx-not-orthogonal-to-x-hat")
+def backward_variance_node_sign_slip(dout, x, gamma, eps=1e-5):
+    n = x.shape[0]
+    xmu = x - x.mean(0)
+    var = (xmu ** 2).mean(0)
+    ivar = 1 / np.sqrt(var + eps)
+    dxhat = dout * gamma
+    dvar = np.sum(dxhat * xmu, axis=0) * 0.5 * ivar ** 3
+    dxmu = dxhat * ivar + dvar * 2 * xmu / n
+    dx = dxmu - dxmu.mean(0)
+    return dx, np.sum(dout * xmu * ivar, axis=0), np.sum(dout, axis=0)
+
+
+# The variance path divided by N twice (`dsq = dvar / N` and again `2 * xmu * dsq / N`).
+@MUTANTS.make("batchnorm_backward", "observation:dx-not-orthogonal-to-x-hat")
+def backward_variance_path_over_n_twice(dout, x, gamma, eps=1e-5):
+    n = x.shape[0]
+    xmu = x - x.mean(0)
+    ivar = 1 / np.sqrt((xmu ** 2).mean(0) + eps)
+    dxhat = dout * gamma
+    dsq = np.sum(dxhat * xmu, axis=0) * -0.5 * ivar ** 3 / n
+    dxmu = dxhat * ivar + 2 * xmu * dsq / n
+    return dxmu - dxmu.mean(0), np.sum(dout * xmu * ivar, 0), np.sum(dout, 0)
+
+
+# gamma multiplied into the first term of the closed form only.
+@MUTANTS.make("batchnorm_backward_compact", "observation:dx-does-not-sum-to-zero")
+def compact_gamma_on_first_term_only(dout, x, gamma, eps=1e-5):
+    x_hat = student_x_hat(x, eps)
+    inv_std = 1 / np.sqrt(x.var(0) + eps)
+    dx = inv_std * (gamma * dout - dout.mean(0) - x_hat * (dout * x_hat).mean(0))
+    return dx, (dout * x_hat).sum(0), dout.sum(0)
+
+
+# The closed form's N * dout - sum(dout) - ... without the final division by N.
+@MUTANTS.make("batchnorm_backward_compact", "observation:constant-factor")
+def compact_without_final_division(dout, x, gamma, eps=1e-5):
+    n = x.shape[0]
+    x_hat = student_x_hat(x, eps)
+    dgamma, dbeta = (dout * x_hat).sum(0), dout.sum(0)
+    dx = gamma / np.sqrt(x.var(0) + eps) * (n * dout - dbeta - x_hat * dgamma)
+    return dx, dgamma, dbeta
+
+
+# x_hat centred in place: the caller's x is gone.
+@MUTANTS.make("batchnorm_backward_compact", "modifies-input")
+def compact_centres_x_in_place(dout, x, gamma, eps=1e-5):
+    x -= x.mean(axis=0)
+    inv_std = 1 / np.sqrt((x ** 2).mean(0) + eps)
+    x_hat = x * inv_std
+    dgamma, dbeta = (dout * x_hat).sum(0), dout.sum(0)
+    return gamma * inv_std * (dout - dout.mean(0) - x_hat * dgamma / len(x)), dgamma, dbeta
+
+
 # --- the tests --------------------------------------------------------------
 
 def test_every_mistake_of_the_notebook_has_a_mutant():

@@ -213,6 +213,160 @@ MUTANTS.extend([("diagnose_bn_bug", mistake_id, diagnose_blaming(answer))
                 for answer, mistake_id in WRONG_DIAGNOSIS.items()])
 
 
+# --- more patterns seen in published code -----------------------------------------
+
+# A Transformer tutorial's LayerNorm: statistics over the last axis only.
+@MUTANTS.make("layernorm_forward", "layernorm-over-last-axis")
+def layernorm_last_axis(x, gamma, beta, eps=1e-5):
+    mean = x.mean(-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(-1, keepdims=True)
+    return like_channels(gamma, x) * (x - mean) / np.sqrt(var + eps) + like_channels(beta, x)
+
+
+# The same tutorial's torch version: x.std(-1) (unbiased) and eps added to the std, here
+# over the right axes.
+@MUTANTS.make("layernorm_forward", "unbiased-variance+eps-outside-sqrt")
+def layernorm_torch_std_plus_eps(x, gamma, beta, eps=1e-5):
+    t = as_tensor(x)
+    dims = tuple(range(1, x.ndim))
+    x_hat = (t - t.mean(dims, keepdim=True)) / (t.std(dims, keepdim=True) + eps)
+    return (x_hat * as_tensor(like_channels(gamma, x)) + as_tensor(like_channels(beta, x))).numpy()
+
+
+@MUTANTS.make("layernorm_forward", "layernorm-over-channels-only+unbiased-variance")
+def layernorm_channels_torch_var(x, gamma, beta, eps=1e-5):
+    t = as_tensor(x)
+    x_hat = (t - t.mean(1, keepdim=True)) / torch.sqrt(t.var(1, keepdim=True) + eps)
+    return x_hat.numpy() * like_channels(gamma, x) + like_channels(beta, x)
+
+
+# Image axes typed as (1, 2) instead of (1, 2, 3): each column of pixels apart.
+@MUTANTS.make("layernorm_forward", "observation:statistics-axes")
+def layernorm_forgets_the_width(x, gamma, beta, eps=1e-5):
+    axes = (1, 2) if x.ndim == 4 else (1,)
+    x_hat = (x - x.mean(axes, keepdims=True)) / np.sqrt(x.var(axes, keepdims=True) + eps)
+    return x_hat * like_channels(gamma, x) + like_channels(beta, x)
+
+
+# A from-scratch LayerNorm without eps at all.
+@MUTANTS.make("layernorm_forward", "observation:ignores-eps")
+def layernorm_without_eps_unbiased(x, gamma, beta, eps=1e-5):
+    flat = x.reshape(len(x), -1)
+    x_hat = ((flat - flat.mean(1, keepdims=True)) / flat.std(1, ddof=1, keepdims=True))
+    return x_hat.reshape(x.shape) * like_channels(gamma, x) + like_channels(beta, x)
+
+
+# num_groups ignored: x.reshape(N, C, -1), each channel on its own (InstanceNorm).
+@MUTANTS.make("groupnorm_forward", "groupnorm-per-channel")
+def groupnorm_reshape_by_channel(x, gamma, beta, num_groups, eps=1e-5):
+    per_channel = x.reshape(x.shape[0], x.shape[1], -1)
+    mean = per_channel.mean(-1, keepdims=True)
+    var = per_channel.var(-1, keepdims=True)
+    x_hat = ((per_channel - mean) / np.sqrt(var + eps)).reshape(x.shape)
+    return x_hat * like_channels(gamma, x) + like_channels(beta, x)
+
+
+@MUTANTS.make("groupnorm_forward", "groupnorm-one-group")
+def groupnorm_whole_example(x, gamma, beta, num_groups, eps=1e-5):
+    flat = x.reshape(x.shape[0], -1)
+    x_hat = (flat - flat.mean(1)[:, None]) / np.sqrt(flat.var(1)[:, None] + eps)
+    return x_hat.reshape(x.shape) * like_channels(gamma, x) + like_channels(beta, x)
+
+
+# A "grouped channel norm" from a kernel benchmark: (N, G, C // G, H, W) reduced over the
+# group's channels only (dim=2), with torch's unbiased default.
+@MUTANTS.make("groupnorm_forward", "groups-without-pixels+unbiased-variance")
+def groupnorm_over_group_channels_only(x, gamma, beta, num_groups, eps=1e-5):
+    n, c = x.shape[:2]
+    t = as_tensor(x).reshape(n, num_groups, c // num_groups, -1)
+    x_hat = (t - t.mean(2, keepdim=True)) / torch.sqrt(t.var(2, keepdim=True) + eps)
+    return x_hat.reshape(x.shape).numpy() * like_channels(gamma, x) + like_channels(beta, x)
+
+
+@MUTANTS.make("groupnorm_forward", "groups-without-pixels")
+def groupnorm_per_pixel_groups(x, gamma, beta, num_groups, eps=1e-5):
+    n, c = x.shape[:2]
+    grouped = x.reshape(n, num_groups, c // num_groups, -1)
+    mean, var = grouped.mean(2, keepdims=True), grouped.var(2, keepdims=True)
+    x_hat = ((grouped - mean) / np.sqrt(var + eps)).reshape(x.shape)
+    return x_hat * like_channels(gamma, x) + like_channels(beta, x)
+
+
+@MUTANTS.make("groupnorm_forward", "eps-outside-sqrt")
+def groupnorm_eps_on_std(x, gamma, beta, num_groups, eps=1e-5):
+    grouped = x.reshape(x.shape[0], num_groups, -1)
+    x_hat = (grouped - grouped.mean(-1, keepdims=True)) / (grouped.std(-1, keepdims=True) + eps)
+    return x_hat.reshape(x.shape) * like_channels(gamma, x) + like_channels(beta, x)
+
+
+# torch.std (unbiased) plus eps on the std, as in several GroupNorm modules.
+@MUTANTS.make("groupnorm_forward", "unbiased-variance+eps-outside-sqrt")
+def groupnorm_torch_std_plus_eps(x, gamma, beta, num_groups, eps=1e-5):
+    t = as_tensor(x).reshape(x.shape[0], num_groups, -1)
+    x_hat = (t - t.mean(-1, keepdim=True)) / (t.std(-1, keepdim=True) + eps)
+    return x_hat.reshape(x.shape).numpy() * like_channels(gamma, x) + like_channels(beta, x)
+
+
+# A runtime's fusion pass added BN's shift to the conv bias without scaling it
+# (`bias += shift`), fixed later to `bias = bias * scale + shift`.
+@MUTANTS.make("fold_batchnorm", "fold-conv-bias-unscaled")
+def fold_adds_conv_bias_as_is(conv_weight, conv_bias, bn):
+    scale = bn.weight / np.sqrt(bn.running_var + bn.eps)
+    bias = bn.bias - bn.running_mean * scale
+    if conv_bias is not None:
+        bias = bias + conv_bias
+    return fold_scaled_weight(conv_weight, scale), bias
+
+
+@MUTANTS.make("fold_batchnorm", "fold-eps-outside-sqrt")
+def fold_eps_on_std(conv_weight, conv_bias, bn):
+    scale = bn.weight / (np.sqrt(bn.running_var) + bn.eps)
+    bias = np.zeros_like(scale) if conv_bias is None else conv_bias
+    return fold_scaled_weight(conv_weight, scale), (bias - bn.running_mean) * scale + bn.bias
+
+
+# A fusion written for bias-free convolutions (conv bias dropped) with eps forgotten.
+@MUTANTS.make("fold_batchnorm", "fold-forgot-eps+fold-ignores-conv-bias")
+def fold_for_bias_free_convs_without_eps(conv_weight, conv_bias, bn):
+    scale = bn.weight / np.sqrt(bn.running_var)
+    return fold_scaled_weight(conv_weight, scale), bn.bias - bn.running_mean * scale
+
+
+# A fusion done in place on the convolution's arrays (`W.mul_(A)`, `bias *= A`).
+@MUTANTS.make("fold_batchnorm", "modifies-input")
+def fold_scales_the_conv_weight_in_place(conv_weight, conv_bias, bn):
+    scale = bn.weight / np.sqrt(bn.running_var + bn.eps)
+    conv_weight *= scale.reshape((-1,) + (1,) * (conv_weight.ndim - 1))
+    bias = np.zeros_like(scale) if conv_bias is None else conv_bias
+    return conv_weight, (bias - bn.running_mean) * scale + bn.bias
+
+
+# torch.chunk(x, N // B): right when B divides N, too few pieces otherwise.
+@MUTANTS.make("ghost_batchnorm_forward", "ghost-too-few-pieces")
+def ghost_torch_chunk_floor(x, gamma, beta, virtual_batch_size, eps=1e-5):
+    chunks = as_tensor(x).chunk(max(1, len(x) // virtual_batch_size))
+    out = [(c - c.mean(0)) / torch.sqrt(c.var(0, unbiased=False) + eps) for c in chunks]
+    return torch.cat(out).numpy() * gamma + beta
+
+
+# torch.chunk(x, virtual_batch_size) with torch's unbiased default variance.
+@MUTANTS.make("ghost_batchnorm_forward", "ghost-size-read-as-count+unbiased-variance")
+def ghost_chunk_by_size_torch_var(x, gamma, beta, virtual_batch_size, eps=1e-5):
+    chunks = as_tensor(x).tensor_split(virtual_batch_size)
+    out = [(c - c.mean(0)) / torch.sqrt(c.var(0) + eps) for c in chunks if len(c)]
+    return torch.cat(out).numpy() * gamma + beta
+
+
+@MUTANTS.make("ghost_batchnorm_forward", "observation:ignores-eps")
+def ghost_without_eps_strided(x, gamma, beta, virtual_batch_size, eps=1e-5):
+    pieces = -(-len(x) // virtual_batch_size)
+    out = np.empty_like(x)
+    for j in range(pieces):
+        chunk = x[j::pieces]
+        out[j::pieces] = (chunk - chunk.mean(0)) / chunk.std(0, ddof=1)
+    return out * gamma + beta
+
+
 # --- the tests --------------------------------------------------------------
 
 def test_every_mistake_of_the_notebook_has_a_mutant():

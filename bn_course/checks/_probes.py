@@ -7,6 +7,7 @@ A probe is ``probe(exercise, candidate, played) -> [Observation, ...]``, where
 """
 
 import inspect
+import itertools
 
 import numpy as np
 
@@ -194,3 +195,48 @@ def wrong_defaults(exercise, candidate, played):
 
 FORWARD_PROBES = (wrong_defaults, ignores_eps, normalized_statistics, rows_depend_on_batch,
                   constant_factor)
+
+
+def _normalized_over(out, count_of):
+    """The smallest sets of axes over which ``out`` has mean 0 and variance 1 (or
+    (M-1)/M, the biased variance of an unbiased normalization) at every other index."""
+    axes = range(out.ndim)
+    found = []
+    for size in range(1, out.ndim + 1):
+        for subset in itertools.combinations(axes, size):
+            if any(set(smaller) <= set(subset) for smaller in found):
+                continue
+            m = count_of(subset)
+            variance = out.var(axis=subset)
+            if m > 1 and np.max(np.abs(out.mean(axis=subset))) <= 1e-6 and any(
+                    np.max(np.abs(variance - target)) <= 1e-4 for target in (1.0, (m - 1) / m)):
+                found.append(subset)
+    return found
+
+
+def statistics_axes(exercise, candidate, played):
+    """With gamma = 1 and beta = 0, over which axes is the output normalized? Said only
+    when that differs from the reference's axes. Played on the first wrong float64 case."""
+    wrong = [p for p in played if p.differences() and not p.case.float32]
+    p = _first_function_case(wrong, needs=("x", "gamma", "beta"))
+    if p is None:
+        return []
+    x = p.case.args["x"]
+    plain = {"gamma": np.ones(x.shape[1], dtype=x.dtype),
+             "beta": np.zeros(x.shape[1], dtype=x.dtype), "eps": 1e-8}
+    theirs = np.asarray(p.case.rerun(candidate, **plain)[0][1], dtype=np.float64)
+    if theirs.shape != x.shape:
+        return []
+    ours = np.asarray(p.case.rerun(exercise.reference, **plain)[0][1], dtype=np.float64)
+
+    def count_of(subset):
+        return int(np.prod([x.shape[axis] for axis in subset]))
+
+    found, expected = _normalized_over(theirs, count_of), _normalized_over(ours, count_of)
+    if len(found) != 1 or found == expected or len(expected) != 1:
+        return []
+    return [Observation("statistics-axes",
+                        f"With gamma = 1 and beta = 0, your output is centred and normalized "
+                        f"over axes {found[0]} of x (shape {x.shape}), separately at every "
+                        f"other index: your statistics are taken over axes {found[0]}, not "
+                        f"{expected[0]}.")]

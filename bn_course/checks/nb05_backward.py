@@ -4,7 +4,7 @@
 import numpy as np
 
 from bn_course.checks import _cases, _probes
-from bn_course.checks._core import Exercise, knob_mistake
+from bn_course.checks._core import Exercise, Observation, knob_mistake
 from bn_course.reference import numpy as ref
 
 BIASED_HINT = ("The forward pass normalized with the biased variance (divide by N), so its "
@@ -30,7 +30,7 @@ def backward_cases(group):
 
 def _backward_with(dx_terms="all", dgamma_of="x_hat", dbeta_axis=0, dgamma_axis=0, ddof=0,
                    use_gamma=True, ddof_in_variance_path=True, eps_in_std=True,
-                   param_grads="sum"):
+                   param_grads="sum", order="dx, dgamma, dbeta"):
     """batchnorm_backward with one knob per classic mistake. With ddof=1 it is the
     exact gradient of a forward pass that used the unbiased variance, unless
     ddof_in_variance_path=False keeps dividing by N on the path through the variance."""
@@ -43,6 +43,7 @@ def _backward_with(dx_terms="all", dgamma_of="x_hat", dbeta_axis=0, dgamma_axis=
         per = x.shape[0] if param_grads == "mean" else 1
         dbeta = dout.sum(axis=dbeta_axis) / per
         dgamma = {"x_hat": lambda: dout * x_hat, "x": lambda: dout * x,
+                  "centred": lambda: dout * centred,
                   "nothing": lambda: dout}[dgamma_of]().sum(axis=dgamma_axis) / per
         scale = (gamma if use_gamma else 1.0) * inv_std
         if dx_terms == "none":
@@ -51,6 +52,8 @@ def _backward_with(dx_terms="all", dgamma_of="x_hat", dbeta_axis=0, dgamma_axis=
             dx = scale * (dout - dout.mean(axis=0))
         else:
             dx = scale * (dout - dout.mean(axis=0) - x_hat * (dout * x_hat).sum(axis=0) / n)
+        if order == "dx, dbeta, dgamma":
+            return dx, dbeta, dgamma
         return dx, dgamma, dbeta
 
     return backward
@@ -70,6 +73,17 @@ def _backward_mistakes():
         knob_mistake("dgamma-without-xhat", "Your dgamma is the sum of dout alone, the same as "
                      "dbeta: x_hat is missing.", "out = gamma * x_hat + beta, so dgamma = "
                      "sum(dout * x_hat, axis=0).", dgamma_of="nothing"),
+        knob_mistake("dgamma-without-std", "Your dgamma multiplies dout by x - mean, not by "
+                     "x_hat = (x - mean) / std: the division by the standard deviation is "
+                     "missing.", "out = gamma * x_hat + beta, so dgamma = "
+                     "sum(dout * x_hat, axis=0).", dgamma_of="centred"),
+        knob_mistake("param-grads-summed-over-everything", "Your dgamma and dbeta are single "
+                     "numbers: np.sum without an axis adds up every entry.", "gamma and beta "
+                     "have one entry per feature: sum over axis=0 only.",
+                     dgamma_axis=None, dbeta_axis=None, pairs=False),
+        knob_mistake("dgamma-dbeta-swapped", "You return (dx, dbeta, dgamma): dgamma and dbeta "
+                     "are in each other's place.", "Return them in the order the docstring "
+                     "asks for: dx, dgamma, dbeta.", order="dx, dbeta, dgamma"),
         knob_mistake("param-grads-averaged", "Your dgamma and dbeta are divided by N (a mean "
                      "over the batch instead of a sum).", "Each example adds its own "
                      "contribution to the gradient of gamma and beta: sum over axis=0, do "
@@ -95,7 +109,32 @@ def _backward_mistakes():
     ]
 
 
-BACKWARD_PROBES = (_probes.ignores_eps, _probes.dx_sums_to_zero, _probes.constant_factor)
+def dx_orthogonal_to_x_hat(exercise, candidate, played):
+    """Without eps, batch norm's output does not change when a feature of x is stretched
+    around its mean, so sum(dx * x_hat) over the batch is 0 for every feature (eps = 1e-12
+    leaves about 1e-12 of it)."""
+    p = next((p for p in played if p.case.rerun is not None and p.outputs is not None
+              and p.case.args["x"].dtype == np.float64), None)
+    if p is None:
+        return []
+    x = p.case.args["x"]
+    dx = np.asarray(p.case.rerun(candidate, eps=1e-12)[0][1], dtype=np.float64)
+    if dx.shape != x.shape:
+        return []
+    x_hat = (x - x.mean(axis=0)) / x.std(axis=0)
+    size = np.abs(dx).sum()
+    sums_to_zero = np.max(np.abs(dx.sum(axis=0))) <= 1e-9 * size
+    if sums_to_zero and np.max(np.abs((dx * x_hat).sum(axis=0))) > 1e-6 * size:
+        return [Observation("dx-not-orthogonal-to-x-hat",
+                            "Your dx sums to 0 over the batch, but sum(dx * x_hat, axis=0) is "
+                            "not 0 (with eps = 1e-12). It must be: stretching a feature of x "
+                            "around its mean does not change batch norm's output. The path "
+                            "through the variance is off.")]
+    return []
+
+
+BACKWARD_PROBES = (_probes.ignores_eps, _probes.dx_sums_to_zero, dx_orthogonal_to_x_hat,
+                   _probes.constant_factor)
 BATCHNORM_BACKWARD = Exercise(
     "batchnorm_backward", ref.batchnorm_backward, "batchnorm_backward(dout, x, gamma, eps=1e-5)",
     backward_cases, build=_backward_with, mistakes=_backward_mistakes(), probes=BACKWARD_PROBES,

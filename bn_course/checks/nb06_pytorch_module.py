@@ -47,7 +47,8 @@ def _forward2d_with(layout="per-channel", **knobs):
 
 BATCHNORM2D_FORWARD = Exercise(
     "batchnorm2d_forward", ref.batchnorm2d_forward, "batchnorm2d_forward(x, gamma, beta, eps=1e-5)",
-    forward2d_cases, build=_forward2d_with, probes=(_probes.ignores_eps, _probes.constant_factor),
+    forward2d_cases, build=_forward2d_with,
+    probes=(_probes.ignores_eps, _probes.statistics_axes, _probes.constant_factor),
     hint="One mean and one biased variance per channel over axis=(0, 2, 3) (keepdims=True), "
          "then gamma and beta reshaped to (1, C, 1, 1).",
     mistakes=affine_mistakes() + variance_mistakes(BIASED_HINT) + EPS_MISTAKES + [
@@ -115,8 +116,8 @@ def _module_case(description, batches, douts, weight, bias, loaded_state, kwargs
         _check_no_builtin_inside(layer, torch)
         _check_state_keys(sorted(layer.state_dict()))
         layer = layer.to(**like)
-        outputs = [(f"{name} at start", _numpy_of(getattr(layer, name), f"{name} at start"))
-                   for name in ("weight", "bias", "running_mean", "running_var")]
+        _check_start_values(layer)
+        outputs = []
         with torch.no_grad():
             layer.weight.copy_(tensor(weight))
             layer.bias.copy_(tensor(bias))
@@ -127,6 +128,7 @@ def _module_case(description, batches, douts, weight, bias, loaded_state, kwargs
             where = f"call {step} ({mode} mode)"
             out = _forward(layer, x, where)
             outputs.append((f"output of {where}", _output_of(out, x, where)))
+            _check_buffers_outside_graph(layer, where)
             _backward(out, tensor(dout), where)
             outputs += [(f"{name} after {where}", _numpy_of(value, f"{name} after {where}"))
                         for name, value in [("x.grad", x.grad), ("weight.grad", layer.weight.grad),
@@ -149,6 +151,32 @@ def _check_no_builtin_inside(layer, torch):
     if inside:
         raise CandidateProblem(f"Your module holds a torch.nn batch-norm layer (`{inside[0]}`).",
                                "uses-builtin-batchnorm")
+
+
+START_VALUES = {"weight": 1.0, "bias": 0.0, "running_mean": 0.0, "running_var": 1.0}
+
+
+def _check_start_values(layer):
+    """torch.nn.BatchNorm2d starts as the identity: weight 1, bias 0, running mean 0 and
+    running variance 1. Checked before anything else, since every later output builds
+    on them."""
+    for name, value in START_VALUES.items():
+        start = _numpy_of(getattr(layer, name), f"{name} at start")
+        if start.shape != (layer.running_mean.shape[0],) or not np.all(start == value):
+            shown = np.array2string(start.ravel()[:4], precision=4, separator=", ")
+            mistake = "weight-not-ones" if name in ("weight", "bias") else "running-stats-start"
+            raise CandidateProblem(f"Your module starts with {name} = {shown}"
+                                   f"{'...' if start.size > 4 else ''} (shape {start.shape}).",
+                                   mistake)
+
+
+def _check_buffers_outside_graph(layer, where):
+    """Buffers that require grad carry the autograd graph of the step that updated them."""
+    for name in ("running_mean", "running_var"):
+        buffer = getattr(layer, name, None)
+        if getattr(buffer, "requires_grad", False):
+            raise CandidateProblem(f"After {where}, your {name} requires grad: it is part of "
+                                   "the autograd graph.", "running-stats-in-graph")
 
 
 def _check_state_keys(keys):
@@ -259,7 +287,8 @@ def _buggy_module(**bugs):
                                                             bugs.get("weight_start", 1.0)))
                 self.bias = torch.nn.Parameter(torch.zeros(num_features))
                 buffers = {"running_mean": torch.zeros(num_features),
-                           "running_var": torch.ones(num_features),
+                           "running_var": torch.full((num_features,),
+                                                     bugs.get("running_var_start", 1.0)),
                            "num_batches_tracked": torch.tensor(0)}
                 for name, value in buffers.items():
                     if bugs.get("plain_attributes"):
@@ -270,11 +299,14 @@ def _buggy_module(**bugs):
             def forward(self, x):
                 axes = bugs.get("axes", (0, 2, 3))
                 batch_mean = x.mean(axes, keepdim=True)
-                batch_var = x.var(axes, unbiased=False, keepdim=True)
+                batch_var = x.var(axes, unbiased=bool(bugs.get("unbiased")), keepdim=True)
                 use_batch = self.training or bugs.get("batch_stats_in_eval")
                 mean = batch_mean if use_batch else self.running_mean.view(1, -1, 1, 1)
                 var = batch_var if use_batch else self.running_var.view(1, -1, 1, 1)
-                out = (x - mean) / torch.sqrt(var + self.eps)
+                if bugs.get("eps_outside_sqrt"):
+                    out = (x - mean) / (torch.sqrt(var) + self.eps)
+                else:
+                    out = (x - mean) / torch.sqrt(var + self.eps)
                 out = out * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
                 if self.training or bugs.get("updates_in_eval"):
                     if bugs.get("update_in_graph"):
@@ -341,6 +373,25 @@ BATCHNORM2D = Exercise(
         _module_mistake("running-var-biased", "Your module updates the running variance with "
                         "the biased batch variance.", "Multiply the biased variance by "
                         "M / (M - 1), M = N * H * W values per channel.", biased_running_var=True),
+        _module_mistake("ignores-training-flag", "Your module behaves the same in train and "
+                        "eval mode: in eval mode it still normalizes with the batch's "
+                        "statistics and updates its running statistics (a mode flag of your "
+                        "own, or none, instead of self.training).", "Branch on self.training, "
+                        "which model.train() and model.eval() set: eval mode uses the running "
+                        "buffers and leaves them alone.", batch_stats_in_eval=True,
+                        updates_in_eval=True),
+        _module_mistake("unbiased-variance", "Your module normalizes with the unbiased batch "
+                        "variance (torch's x.var() divides by M - 1 by default).", "Normalize "
+                        "with x.var(dim=(0, 2, 3), unbiased=False); the unbiased variance "
+                        "belongs in the running_var update only.", unbiased=True),
+        _module_mistake("eps-outside-sqrt", "Your module adds eps to the standard deviation, "
+                        "outside the square root.", "Divide by torch.sqrt(var + self.eps).",
+                        eps_outside_sqrt=True),
+        _module_mistake("running-stats-start", "Your module does not start with running_mean "
+                        "= 0 and running_var = 1.", "Start as torch.nn.BatchNorm2d does: "
+                        "torch.zeros(C) for running_mean, torch.ones(C) for running_var (a "
+                        "running variance of 0 would divide by sqrt(eps) in eval mode).",
+                        running_var_start=0.0),
         _module_mistake("updates-in-eval", "Your module updates its running statistics in eval "
                         "mode.", "Update them only when self.training is True.",
                         updates_in_eval=True),

@@ -6,7 +6,14 @@ from types import SimpleNamespace
 import numpy as np
 
 from bn_course.checks import _cases, _probes
-from bn_course.checks._core import CandidateProblem, Case, Exercise, InputModified, variant_mistake
+from bn_course.checks._core import (
+    CandidateProblem,
+    Case,
+    Exercise,
+    InputModified,
+    knob_mistake,
+    variant_mistake,
+)
 from bn_course.checks.nb02_normalizing import EPS_HINT
 from bn_course.reference import numpy as ref
 from bn_course.reference.case_files import BN_BUGS, planted_bug
@@ -201,19 +208,25 @@ WRONG_DIAGNOSIS = {
 
 # --- the mistakes ---
 
-def _groupnorm_with(layout="consecutive", over_batch=False, ddof=0):
-    """groupnorm_forward with one knob per classic mistake; layout "strided" puts
-    channel c in group c % G instead of c // (C / G)."""
+def _groupnorm_with(layout="consecutive", over_batch=False, ddof=0, groups="given",
+                    pixels=True, eps_outside=False):
+    """groupnorm_forward with one knob per classic mistake. layout "strided" puts channel c
+    in group c % G instead of c // (C / G); groups "per-channel" (G = C, InstanceNorm) or
+    "one" (G = 1, LayerNorm) ignores num_groups; pixels=False takes each group's statistics
+    at every pixel separately (over its channels only)."""
 
     def groupnorm(x, gamma, beta, num_groups, eps=1e-5):
         n, c = x.shape[:2]
+        g = {"given": num_groups, "per-channel": c, "one": 1}[groups]
         if layout == "strided":
-            groups = x.reshape(n, c // num_groups, num_groups, -1).swapaxes(1, 2)
+            grouped = x.reshape(n, c // g, g, -1).swapaxes(1, 2)
         else:
-            groups = x.reshape(n, num_groups, c // num_groups, -1)
-        axes = (0, 2, 3) if over_batch else (2, 3)
-        x_hat = (groups - groups.mean(axis=axes, keepdims=True)) / np.sqrt(
-            groups.var(axis=axes, ddof=ddof, keepdims=True) + eps)
+            grouped = x.reshape(n, g, c // g, -1)
+        axes = (2, 3) if pixels else (2,)
+        axes = (0,) + axes if over_batch else axes
+        std_or_var = grouped.var(axis=axes, ddof=ddof, keepdims=True)
+        std = np.sqrt(std_or_var) + eps if eps_outside else np.sqrt(std_or_var + eps)
+        x_hat = (grouped - grouped.mean(axis=axes, keepdims=True)) / std
         if layout == "strided":
             x_hat = x_hat.swapaxes(1, 2)
         shape = (1, c) + (1,) * (x.ndim - 2)
@@ -222,43 +235,56 @@ def _groupnorm_with(layout="consecutive", over_batch=False, ddof=0):
     return groupnorm
 
 
-def _layernorm_with(**bugs):
+def _layernorm_with(axes="all-but-batch", ddof=0, eps_outside=False):
+    """layernorm_forward with knobs; axes: "all-but-batch" (right), 0 (the batch: that is
+    BatchNorm), 1 (the channels of each pixel) or -1 (the last axis only)."""
+
     def layernorm(x, gamma, beta, eps=1e-5):
-        axes = bugs.get("axes", tuple(range(1, x.ndim)))
-        centred = x - x.mean(axis=axes, keepdims=True)
-        var = x.var(axis=axes, ddof=bugs.get("ddof", 0), keepdims=True)
-        std = np.sqrt(var) + eps if bugs.get("eps_outside") else np.sqrt(var + eps)
+        over = tuple(range(1, x.ndim)) if axes == "all-but-batch" else axes
+        centred = x - x.mean(axis=over, keepdims=True)
+        var = x.var(axis=over, ddof=ddof, keepdims=True)
+        std = np.sqrt(var) + eps if eps_outside else np.sqrt(var + eps)
         shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
         return centred / std * gamma.reshape(shape) + beta.reshape(shape)
     return layernorm
 
 
-def _fold_with(**bugs):
+def _fold_with(forgot_eps=False, eps_outside=False, var_not_std=False, bias="folded"):
+    """fold_batchnorm with knobs; bias: "folded" (right), "ignored" (the conv bias
+    dropped), "unscaled" (the conv bias added after BN's scale), "no-mean-shift" (the
+    running mean left out)."""
+
     def fold(conv_weight, conv_bias, bn):
-        bias = np.zeros(len(conv_weight)) if conv_bias is None or bugs.get("ignore_bias") \
+        conv_b = np.zeros(len(conv_weight)) if conv_bias is None or bias == "ignored" \
             else conv_bias
-        eps = 0.0 if bugs.get("forgot_eps") else bn.eps
-        std = bn.running_var + eps if bugs.get("var_not_std") else np.sqrt(bn.running_var + eps)
-        scale = bn.weight / std
-        folded_bias = (bias * scale + bn.bias if bugs.get("no_mean_shift")
-                       else (bias - bn.running_mean) * scale + bn.bias)
+        var = bn.running_var + (0.0 if forgot_eps or eps_outside else bn.eps)
+        std = var if var_not_std else np.sqrt(var)
+        scale = bn.weight / (std + bn.eps if eps_outside else std)
+        shift = bn.bias - bn.running_mean * scale  # BN's own shift in eval mode
+        folded_bias = {"folded": conv_b * scale + shift, "ignored": conv_b * scale + shift,
+                       "unscaled": conv_b + shift,
+                       "no-mean-shift": conv_b * scale + bn.bias}[bias]
         return conv_weight * scale.reshape((-1,) + (1,) * (conv_weight.ndim - 1)), folded_bias
+
     return fold
 
 
 def _ghost_with(split="consecutive", ddof=0):
     """ghost_batchnorm_forward with one knob per mistake. split: "consecutive" (right),
-    "whole" (one batch), "strided" (every k-th example), "count" (B pieces, not size B)."""
+    "whole" (one batch), "strided" (every k-th example), "count" (B pieces, not size B),
+    "floor" (N // B pieces: too few when B does not divide N)."""
 
     def ghost(x, gamma, beta, virtual_batch_size, eps=1e-5):
         n, size = len(x), virtual_batch_size
         pieces = -(-n // size)  # how many virtual batches, rounding up
         groups = {
-            "consecutive": [np.arange(start, min(start + size, n)) for start in range(0, n, size)],
-            "whole": [np.arange(n)],
-            "strided": [np.arange(first, n, pieces) for first in range(pieces)],
-            "count": [piece for piece in np.array_split(np.arange(n), size) if len(piece)],
-        }[split]
+            "consecutive": lambda: [np.arange(start, min(start + size, n))
+                                    for start in range(0, n, size)],
+            "whole": lambda: [np.arange(n)],
+            "strided": lambda: [np.arange(first, n, pieces) for first in range(pieces)],
+            "count": lambda: [p for p in np.array_split(np.arange(n), size) if len(p)],
+            "floor": lambda: np.array_split(np.arange(n), max(1, n // size)),
+        }[split]()
         out = np.empty(x.shape, dtype=x.dtype)
         for index in groups:
             chunk = x[index]
@@ -329,55 +355,75 @@ CHECKLIST_HINT = ("Go through the checklist in order: does the deployed accuracy
                   "agree with the running ones?")
 
 
+UNBIASED = "You normalized with the unbiased variance (divide by the count minus 1)."
+EPS_OUTSIDE = "You added eps to the standard deviation, outside the square root."
+
 LAYERNORM_FORWARD_MISTAKES = [
-    variant_mistake("layernorm-over-batch-axis", _layernorm_with(axes=0),
-            "You normalized each feature over the batch: that is BatchNorm, not LayerNorm.",
-            LAYERNORM_HINT),
-    variant_mistake("layernorm-over-channels-only", _layernorm_with(axes=1),
-            "For images you normalized over the channels of each pixel only.", LAYERNORM_HINT),
-    variant_mistake("unbiased-variance", _layernorm_with(ddof=1),
-            "You normalized with the unbiased variance (divide by the count minus 1).", BIASED_HINT),
-    variant_mistake("eps-outside-sqrt", _layernorm_with(eps_outside=True),
-            "You added eps to the standard deviation, outside the square root.", EPS_HINT),
+    knob_mistake("layernorm-over-batch-axis", "You normalized each feature over the batch: "
+                 "that is BatchNorm, not LayerNorm.", LAYERNORM_HINT, axes=0),
+    knob_mistake("layernorm-over-channels-only", "For images you normalized each pixel over "
+                 "its channels only. That is a different, common convention (ConvNeXt "
+                 "normalizes each pixel over its channels; Transformers each token over its "
+                 "features), not this exercise's LayerNorm, which takes every channel and "
+                 "pixel of an example.", LAYERNORM_HINT, axes=1),
+    knob_mistake("layernorm-over-last-axis", "You normalized over the last axis only "
+                 "(axis=-1, the Transformer habit): right for (N, D) input, but for images "
+                 "that normalizes each row of pixels on its own.", LAYERNORM_HINT, axes=-1),
+    knob_mistake("unbiased-variance", UNBIASED, BIASED_HINT, ddof=1),
+    knob_mistake("eps-outside-sqrt", EPS_OUTSIDE, EPS_HINT, eps_outside=True),
 ]
 
 GROUPNORM_FORWARD_MISTAKES = [
-    variant_mistake("wrong-group-axis", _groupnorm_with(layout="strided"),
-            "Your groups take every G-th channel (reshape to (N, C // G, G, ...)) instead of "
-            "consecutive channels.", GROUP_HINT),
-    variant_mistake("groups-over-batch", _groupnorm_with(over_batch=True),
-            "Your group statistics also average over the batch axis, so examples are mixed "
-            "again, as in BatchNorm.", GROUP_HINT),
-    variant_mistake("unbiased-variance", _groupnorm_with(ddof=1),
-            "You normalized with the unbiased variance (divide by the count minus 1).", BIASED_HINT),
+    knob_mistake("wrong-group-axis", "Your groups take every G-th channel (reshape to "
+                 "(N, C // G, G, ...)) instead of consecutive channels.", GROUP_HINT,
+                 layout="strided"),
+    knob_mistake("groups-over-batch", "Your group statistics also average over the batch "
+                 "axis, so examples are mixed again, as in BatchNorm.", GROUP_HINT,
+                 over_batch=True),
+    knob_mistake("groupnorm-per-channel", "You normalized each channel of each example on "
+                 "its own, as if num_groups were C: that is InstanceNorm.", GROUP_HINT,
+                 groups="per-channel"),
+    knob_mistake("groupnorm-one-group", "You put all channels in one group, as if "
+                 "num_groups were 1: that is LayerNorm.", GROUP_HINT, groups="one"),
+    knob_mistake("groups-without-pixels", "Your group statistics are taken over the group's "
+                 "channels at each pixel separately, not over its channels and all pixels.",
+                 GROUP_HINT, pixels=False),
+    knob_mistake("unbiased-variance", UNBIASED, BIASED_HINT, ddof=1),
+    knob_mistake("eps-outside-sqrt", EPS_OUTSIDE, EPS_HINT, eps_outside=True),
 ]
 
 FOLD_BATCHNORM_MISTAKES = [
-    variant_mistake("fold-forgot-eps", _fold_with(forgot_eps=True),
-            "Your folded scale is gamma / sqrt(running_var), without eps.", FOLD_HINT),
-    variant_mistake("fold-bias-without-mean-shift", _fold_with(no_mean_shift=True),
-            "Your folded bias leaves out the running mean: BN subtracts it before scaling.",
-            FOLD_HINT),
-    variant_mistake("fold-ignores-conv-bias", _fold_with(ignore_bias=True),
-            "Your folded bias ignores the convolution's own bias.", FOLD_HINT),
-    variant_mistake("fold-var-instead-of-std", _fold_with(var_not_std=True),
-            "Your folded scale divides by the running variance instead of its square root.",
-            FOLD_HINT),
+    knob_mistake("fold-forgot-eps", "Your folded scale is gamma / sqrt(running_var), without "
+                 "eps.", FOLD_HINT, forgot_eps=True),
+    knob_mistake("fold-eps-outside-sqrt", "Your folded scale is gamma / (sqrt(running_var) + "
+                 "eps): eps belongs inside the square root.", FOLD_HINT, eps_outside=True),
+    knob_mistake("fold-bias-without-mean-shift", "Your folded bias leaves out the running "
+                 "mean: BN subtracts it before scaling.", FOLD_HINT, bias="no-mean-shift"),
+    knob_mistake("fold-ignores-conv-bias", "Your folded bias ignores the convolution's own "
+                 "bias.", FOLD_HINT, bias="ignored"),
+    knob_mistake("fold-conv-bias-unscaled", "Your folded bias adds the convolution's bias "
+                 "as it is, but BN scales it like everything else the convolution outputs.",
+                 FOLD_HINT, bias="unscaled"),
+    knob_mistake("fold-var-instead-of-std", "Your folded scale divides by the running "
+                 "variance instead of its square root.", FOLD_HINT, var_not_std=True),
 ]
 
 GHOST_BATCHNORM_FORWARD_MISTAKES = [
-    variant_mistake("ghost-stats-over-whole-batch", _ghost_with("whole"),
-            "You normalized with the statistics of the whole batch: that is plain batch norm, "
-            "and virtual_batch_size changes nothing.", GHOST_HINT),
-    variant_mistake("ghost-strided-virtual-batches", _ghost_with("strided"),
-            "Your virtual batches take every k-th example (x[j::k]) instead of consecutive "
-            "examples.", GHOST_HINT),
-    variant_mistake("ghost-size-read-as-count", _ghost_with("count"),
-            "You cut x into virtual_batch_size pieces (np.array_split(x, virtual_batch_size)): "
-            "virtual_batch_size is the number of examples per virtual batch, not the number "
-            "of virtual batches.", GHOST_HINT),
-    variant_mistake("unbiased-variance", _ghost_with(ddof=1),
-            "You normalized with the unbiased variance (divide by the count minus 1).", BIASED_HINT),
+    knob_mistake("ghost-stats-over-whole-batch", "You normalized with the statistics of the "
+                 "whole batch: that is plain batch norm, and virtual_batch_size changes "
+                 "nothing.", GHOST_HINT, split="whole"),
+    knob_mistake("ghost-strided-virtual-batches", "Your virtual batches take every k-th "
+                 "example (x[j::k]) instead of consecutive examples.", GHOST_HINT,
+                 split="strided"),
+    knob_mistake("ghost-size-read-as-count", "You cut x into virtual_batch_size pieces "
+                 "(np.array_split(x, virtual_batch_size)): virtual_batch_size is the number "
+                 "of examples per virtual batch, not the number of virtual batches.",
+                 GHOST_HINT, split="count"),
+    knob_mistake("ghost-too-few-pieces", "You cut x into N // virtual_batch_size pieces "
+                 "(np.array_split or torch.chunk): when virtual_batch_size does not divide N, "
+                 "the pieces come out larger than virtual_batch_size.", GHOST_HINT,
+                 split="floor"),
+    knob_mistake("unbiased-variance", UNBIASED, BIASED_HINT, ddof=1),
 ]
 
 RECOMPUTE_RUNNING_STATS_MISTAKES = [
@@ -393,9 +439,12 @@ RECOMPUTE_RUNNING_STATS_MISTAKES = [
             "Your average counts the reset values (mean 0, variance 1) as if they were a batch.",
             "Average only the batches you are given."),
     variant_mistake("pools-all-examples", _pooled,
-            "You put all examples into one big batch. Its variance also counts how much the "
-            "batch means differ, and a larger batch weighs more: not what BN's running "
-            "statistics hold.", RECOMPUTE_HINT),
+            "You pooled all examples into one big batch. That is a sound estimate (Wu & "
+            "Johnson recommend it for small batches; fvcore's precise BN does it), but it "
+            "does not match this exercise's specification: PyTorch's momentum=None, the "
+            "equal-weight average of the batch means and of the unbiased batch variances, "
+            "which is the original paper's inference procedure (Algorithm 2).",
+            RECOMPUTE_HINT),
     variant_mistake("last-batch-only", _last_batch,
             "You returned the statistics of the last batch only.", RECOMPUTE_HINT),
 ]
@@ -421,21 +470,25 @@ DIAGNOSE_BN_BUG_MISTAKES = [
 
 LAYERNORM_FORWARD = Exercise(
     "layernorm_forward", ref.layernorm_forward, "layernorm_forward(x, gamma, beta, eps=1e-5)",
-    _layernorm_cases, mistakes=LAYERNORM_FORWARD_MISTAKES,
-    probes=(_probes.ignores_eps, _probes.constant_factor), hint=LAYERNORM_HINT)
+    _layernorm_cases, build=_layernorm_with, mistakes=LAYERNORM_FORWARD_MISTAKES,
+    probes=(_probes.ignores_eps, _probes.statistics_axes, _probes.constant_factor),
+    hint=LAYERNORM_HINT)
 GROUPNORM_FORWARD = Exercise(
     "groupnorm_forward", ref.groupnorm_forward,
     "groupnorm_forward(x, gamma, beta, num_groups, eps=1e-5)", _groupnorm_cases,
-    mistakes=GROUPNORM_FORWARD_MISTAKES, probes=(_probes.ignores_eps, _probes.constant_factor),
+    build=_groupnorm_with, mistakes=GROUPNORM_FORWARD_MISTAKES,
+    probes=(_probes.ignores_eps, _probes.constant_factor),
     hint=GROUP_HINT)
 FOLD_BATCHNORM = Exercise(
     "fold_batchnorm", ref.fold_batchnorm, "fold_batchnorm(conv_weight, conv_bias, bn)",
-    _fold_cases, mistakes=FOLD_BATCHNORM_MISTAKES, probes=(_probes.constant_factor,),
+    _fold_cases, build=_fold_with, mistakes=FOLD_BATCHNORM_MISTAKES,
+    probes=(_probes.constant_factor,),
     hint=FOLD_HINT)
 GHOST_BATCHNORM_FORWARD = Exercise(
     "ghost_batchnorm_forward", ref.ghost_batchnorm_forward,
     "ghost_batchnorm_forward(x, gamma, beta, virtual_batch_size, eps=1e-5)", _ghost_cases,
-    mistakes=GHOST_BATCHNORM_FORWARD_MISTAKES, probes=(_probes.ignores_eps,), hint=GHOST_HINT)
+    build=_ghost_with, mistakes=GHOST_BATCHNORM_FORWARD_MISTAKES, probes=(_probes.ignores_eps,),
+    hint=GHOST_HINT)
 RECOMPUTE_RUNNING_STATS = Exercise(
     "recompute_running_stats", ref.recompute_running_stats, "recompute_running_stats(batches)",
     _recompute_cases, mistakes=RECOMPUTE_RUNNING_STATS_MISTAKES, hint=RECOMPUTE_HINT)
