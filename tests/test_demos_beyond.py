@@ -74,6 +74,35 @@ def test_verify_fold_exposes_a_fold_without_the_mean_shift(not_grading, capsys):
     assert numbers[0] < 1e-12  # the weights are right
 
 
+def test_verify_fold_takes_tensors_that_require_grad(not_grading, capsys):
+    def fold_in_torch(conv_weight, conv_bias, bn):
+        weight = torch.as_tensor(conv_weight).requires_grad_()  # as if it were a Parameter
+        scale = torch.as_tensor(bn.weight) / torch.sqrt(torch.as_tensor(bn.running_var) + bn.eps)
+        bias = torch.zeros_like(scale) if conv_bias is None else torch.as_tensor(conv_bias)
+        return (weight * scale.reshape(-1, 1, 1, 1),
+                (bias - torch.as_tensor(bn.running_mean)) * scale + torch.as_tensor(bn.bias))
+
+    _, numbers = verify_fold_errors(capsys, fold_in_torch)
+    assert max(numbers[:4]) < 1e-12  # right, whatever the type it returns
+
+
+def test_verify_fold_names_a_crash_or_a_wrong_shape_in_one_line(not_grading, capsys):
+    def unfinished(conv_weight, conv_bias, bn):
+        raise NotImplementedError()
+
+    def one_number(conv_weight, conv_bias, bn):
+        return 1.0, 2.0
+
+    demo.verify_fold(unfinished)
+    demo.verify_fold(one_number)
+    lines = [line for line in capsys.readouterr().out.splitlines() if "could not run" in line]
+    assert lines[0] == ("This check could not run your `fold_batchnorm`: it is not implemented "
+                        "yet (it raises NotImplementedError).")
+    assert lines[1] == ("This check could not run your `fold_batchnorm`: it returned "
+                        "an array of shape (), not (6, 6, 3, 3).")
+    assert len(lines) == 2
+
+
 def test_fold_speedup_times_both_networks(not_grading):
     table = demo.fold_speedup(fold_batchnorm, channels=8, depth=2, batch_size=4, size=8,
                               rounds=2)
