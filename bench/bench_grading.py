@@ -1,6 +1,8 @@
 """Grading at scale, measured: `bn-course grade` on a simulated class, the whole course.
 
-    python bench/bench_grading.py [--students 4] [--jobs 2] [--keep DIR]
+    python bench/bench_grading.py [--students 4] [--jobs 2] [--keep DIR] [ASSIGNMENT ...]
+
+(default: every assignment that has a release in notebooks/)
 
 Students take turns being solved (the course's answers pasted into the release),
 blank (the release as handed out), one catalogued mistake per notebook (where this
@@ -54,9 +56,8 @@ CLASS_SIZE = 1000
 HOUR = 3600
 
 
-def released_course(real, root):
-    """The release of every assignment that has one (the course students get)."""
-    names = [a for a in real.assignments() if real.release_notebook(a).is_file()]
+def released_course(real, root, names):
+    """The release of these assignments, generated afresh, and the same with the answers."""
     release.copy_course(real, root)
     release.generate(real, root, names)
     releases = {a: nbformat.read(str(layout.Course(root).release_notebook(a)), 4) for a in names}
@@ -164,15 +165,18 @@ def main():
     parser.add_argument("--students", type=int, default=4, help="class size (default 4)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--keep", type=Path, help="leave the course directories here")
+    parser.add_argument("assignments", nargs="*", metavar="ASSIGNMENT")
     args = parser.parse_args()
     real = layout.find_course()
+    names = args.assignments or [a for a in real.assignments()
+                                 if real.release_notebook(a).is_file()]
     students = [KINDS[i % len(KINDS)] for i in range(args.students)]
     print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; class: "
           f"{', '.join(students)}")
 
     with tempfile.TemporaryDirectory(prefix="bench-grading-") as tmp:
         work = args.keep or Path(tmp)
-        releases, solved = released_course(real, work / "release")
+        releases, solved = released_course(real, work / "release", real.select(names))
         notebooks = list(releases)
         print("\n1. Where a graded notebook's time goes (solved, executed plainly), s")
         header = ["notebook", "total", "kernel start", "setup", "exercises", "tests", "rest"]

@@ -4,6 +4,7 @@ import subprocess
 import sys
 from importlib.metadata import version
 
+import nbformat
 import pytest
 
 COMMANDS = ["lab", "build", "check", "grade", "doctor"]
@@ -38,6 +39,8 @@ def test_unknown_command_fails_and_lists_the_commands():
     (["lab", "--port", "eighty"], "'eighty' is not a whole number"),
     (["check", "--timeout", "0"], "0 is not a positive number of seconds"),
     (["build", "42_no_such_notebook"], "unknown assignment '42_no_such_notebook'"),
+    (["grade", ".", "--jobs", "0"], "0 is not a positive whole number"),
+    (["grade", ".", "--memory", "-1"], "-1 is not a positive whole number"),
 ])
 def test_bad_argument_fails_with_a_message(args, message):
     result = bn_course(*args)
@@ -86,3 +89,37 @@ def test_lab_refuses_a_file_as_its_folder(tmp_path):
     result = bn_course("lab", "--dir", str(a_file), "--no-browser")
     assert result.returncode == 2
     assert f"--dir {a_file} is a file, not a folder" in result.stderr
+
+
+@pytest.mark.slow
+def test_grade_on_two_workers_shows_the_bar_the_table_and_the_report_only(tmp_path):
+    """One student's notebook 01 with a catalogued mistake, graded by `bn-course grade
+    --jobs 2`: nothing on the terminal but what bn-course prints (no kernel, nbgrader or
+    Dask log lines), and the class report names the mistake."""
+    from bn_course.instructor import layout, release
+
+    real = layout.find_course()
+    assignment = "01_batch_statistics"
+    release.copy_course(real, tmp_path / "release")
+    release.generate(real, tmp_path / "release", [assignment])
+    released = nbformat.read(str(layout.Course(tmp_path / "release").release_notebook(
+        assignment)), as_version=4)
+    notebook = release.with_solutions(released, nbformat.read(
+        str(real.source_notebook(assignment)), as_version=4))
+    for cell in notebook.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade_id") == "batch_var":
+            cell.source = "def batch_var(x):\n    return x.var(axis=0, ddof=1)"
+    folder = tmp_path / "class" / "submitted" / "ada" / assignment
+    folder.mkdir(parents=True)
+    nbformat.write(notebook, str(folder / f"{assignment}.ipynb"))
+
+    result = bn_course("grade", str(tmp_path / "class"), "--jobs", "2",
+                       "--report", str(tmp_path / "report.csv"))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == "", result.stderr  # no tty: not even a progress bar
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:2] == ["student", assignment]
+    assert any("batch_var: 0/1 passed" in line for line in lines)
+    assert any("mistake unbiased-variance (ada)" in line for line in lines)
+    assert (tmp_path / "report.html").is_file()
+    assert (tmp_path / "class" / "gradebook.db").is_file()  # the default course directory
