@@ -20,6 +20,8 @@ BUDGETS = [  # (notebooks, seconds) from COURSE.md
     (("05_backward", "06_pytorch_module"), 15),
     (("07_training_comparisons",), 35),
     (("08_beyond",), 20),
+    (("09_in_practice",), 15),
+    (("10_across_devices",), 20),
 ]
 
 

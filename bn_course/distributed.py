@@ -150,7 +150,7 @@ def _worker(rank, world_size, port, payload, timeout, results):
                                 timeout=timedelta(seconds=timeout))
         joined = True
         results.put((rank, True, pickle.dumps(task(rank, world_size, *args))))
-    except BaseException:
+    except BaseException:  # noqa: BLE001 -- whatever stops the task goes back to the parent
         results.put((rank, False, traceback.format_exc()))
     finally:
         if joined:

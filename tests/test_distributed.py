@@ -81,7 +81,7 @@ def test_workers_form_one_group_and_return_by_rank(world_size, no_leftover_child
 
 def test_a_function_defined_at_run_time_reaches_the_workers(no_leftover_children):
     scale = np.float64(2.5)
-    local = lambda rank, world_size: rank * scale  # noqa: E731 -- not importable by name
+    local = lambda rank, world_size: rank * scale  # not importable by name
     assert run_workers(local, 2, timeout=60) == [0.0, 2.5]
 
 
@@ -113,7 +113,7 @@ def test_unavailable_reason_names_a_runtime_without_semaphores(monkeypatch):
     import multiprocessing
 
     class Sandbox:
-        def Queue(self):  # noqa: N802 -- multiprocessing's name
+        def Queue(self):  # multiprocessing's name
             raise OSError(38, "Function not implemented")
 
     monkeypatch.setattr(multiprocessing, "get_context", lambda method: Sandbox())

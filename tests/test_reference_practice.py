@@ -96,7 +96,7 @@ def test_batch_renorm_numpy_matches_torch(seed, r_max, d_max, eps):
 @pytest.mark.parametrize("seed", range(3))
 @pytest.mark.parametrize("offset", [0.0, 1e4])
 def test_batch_renorm_limits_are_batch_norm_and_eval_mode(seed, offset):
-    x, running_mean, running_var, gamma, beta = inputs = renorm_inputs(seed, offset=offset)
+    inputs = renorm_inputs(seed, offset=offset)
     t = {name: torch.from_numpy(a) for name, a in zip(
         ("x", "mean", "var", "gamma", "beta"), inputs)}
     as_bn = F.batch_norm(t["x"], None, None, t["gamma"], t["beta"], training=True)

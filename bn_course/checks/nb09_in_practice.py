@@ -15,7 +15,20 @@ import copy
 import numpy as np
 
 from bn_course.checks._core import CandidateProblem, Case, Exercise, unwatched, variant_mistake
-from bn_course.reference import torch as ref
+
+
+def _reference(name):
+    """The course's answer ``name`` from bn_course.reference.torch, imported when first
+    called: importing the checkers must not import torch (notebooks 01-03 use none)."""
+
+    def reference(*args):
+        from bn_course.reference import torch as answers
+
+        return getattr(answers, name)(*args)
+
+    reference.__name__ = name
+    return reference
+
 
 # --- models the cases are played on -------------------------------------------------------
 
@@ -314,8 +327,8 @@ ZERO_INIT_MODELS = {
     "basic": [("a residual MLP with 3 blocks (identity shortcuts)", _residual_mlp, 4)],
     "awkward": [("a conv net whose nested stage has a block with a projection shortcut",
                  _conv_net, 5),
-                ("nested MLP blocks: one widening (projection shortcut with BN), one whose "
-                 "last BN sits in a nested Sequential", _mixed_residual_mlp, 6)],
+                (("nested MLP blocks: one widening (projection shortcut with BN), one whose "
+                  "last BN sits in a nested Sequential"), _mixed_residual_mlp, 6)],
     "float32": [],
 }
 GROUP_MODELS = {
@@ -594,15 +607,15 @@ GROUPS_MISTAKES = [
 
 
 FREEZE_BATCHNORM = Exercise(
-    "freeze_batchnorm", ref.freeze_batchnorm, "freeze_batchnorm(model)",
+    "freeze_batchnorm", _reference("freeze_batchnorm"), "freeze_batchnorm(model)",
     _cases_from(FREEZE_MODELS, _freeze_case), mistakes=FREEZE_MISTAKES, hint=FREEZE_HINT,
     needs_torch=True, time_limit_s=30.0)
 ZERO_INIT_LAST_BN = Exercise(
-    "zero_init_last_bn", ref.zero_init_last_bn, "zero_init_last_bn(model)",
+    "zero_init_last_bn", _reference("zero_init_last_bn"), "zero_init_last_bn(model)",
     _cases_from(ZERO_INIT_MODELS, _zero_init_case), mistakes=ZERO_INIT_MISTAKES,
     hint=ZERO_INIT_HINT, needs_torch=True, time_limit_s=30.0)
 PARAM_GROUPS = Exercise(
-    "param_groups", ref.param_groups, "param_groups(model, weight_decay)",
+    "param_groups", _reference("param_groups"), "param_groups(model, weight_decay)",
     _cases_from(GROUP_MODELS, _groups_case), mistakes=GROUPS_MISTAKES, hint=GROUPS_HINT,
     needs_torch=True, time_limit_s=30.0)
 

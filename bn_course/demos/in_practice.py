@@ -211,7 +211,7 @@ def fine_tuning_figure(result):
            title=f"Fine-tuning on {result.labelled} labelled examples, batches of "
                  f"{result.batch_size}, {result.steps} steps")
     ax.invert_yaxis()
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
     fig.tight_layout()
     plt.close(fig)  # shown once, as the cell's value
     return fig
@@ -506,7 +506,7 @@ def autocast_report():
         x = torch.randn(256, 16, generator=torch.Generator().manual_seed(0)) + 10.0
         seen = {}
 
-        def record(layer, args, out):  # returns None: a hook's return value would replace out
+        def record(layer, args, out, seen=seen):  # returns None: a returned value replaces out
             seen[type(layer).__name__] = (args[0], out)
 
         hooks = [layer.register_forward_hook(record) for layer in model]
