@@ -225,11 +225,21 @@ def forward_per_example_no_eps(x, gamma, beta, eps=1e-5):
     return gamma * np.array(rows) + beta
 
 
-# Two at once: the one-pass formula inside float32 arithmetic would differ; in float64 with
-# eps on the std it is a pair of the unbiased variance and eps outside the root.
+# Two at once: the sample standard deviation (ddof=1, R's and pandas' default) plus eps.
 @MUTANTS.make("batchnorm_forward", "unbiased-variance+eps-outside-sqrt")
 def forward_sample_std_plus_eps(x, gamma, beta, eps=1e-5):
     return gamma * (x - x.mean(axis=0)) / (x.std(axis=0, ddof=1) + eps) + beta
+
+
+# CS231n's layers return (out, cache) for the backward pass.
+@MUTANTS.make("batchnorm_forward", "returns-out-and-cache")
+def forward_cs231n_out_and_cache(x, gamma, beta, eps=1e-5):
+    mu = x.mean(axis=0)
+    xmu = x - mu
+    var = (xmu ** 2).mean(axis=0)
+    ivar = 1 / np.sqrt(var + eps)
+    x_hat = xmu * ivar
+    return gamma * x_hat + beta, (x_hat, gamma, xmu, ivar, var, eps)
 
 
 # Keras' default epsilon (1e-3) in the signature; otherwise right.

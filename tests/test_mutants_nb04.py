@@ -145,6 +145,28 @@ def update_keras_np_average(running_mean, running_var, x, momentum=0.1):
             np.average([running_var, x.var(axis=0, ddof=1)], axis=0, weights=weights))
 
 
+# The momentum argument never used: 0.1 written into the formula.
+@MUTANTS.make("update_running_stats", "ignores-momentum")
+def update_hard_coded_momentum(running_mean, running_var, x, momentum=0.1):
+    return (0.9 * running_mean + 0.1 * x.mean(axis=0),
+            0.9 * running_var + 0.1 * x.var(axis=0, ddof=1))
+
+
+# (var, mean) instead of (mean, var), with torch.var_mean's order in mind.
+@MUTANTS.make("update_running_stats", "outputs-swapped")
+def update_in_var_mean_order(running_mean, running_var, x, momentum=0.1):
+    var, mean = torch.var_mean(as_tensor(x), dim=0)
+    return (torch.lerp(as_tensor(running_var), var, momentum).numpy(),
+            torch.lerp(as_tensor(running_mean), mean, momentum).numpy())
+
+
+# Two at once: Keras' momentum AND the order (var, mean).
+@MUTANTS.make("update_running_stats", "momentum-convention-flipped+outputs-swapped")
+def update_keras_var_first(running_mean, running_var, x, momentum=0.1):
+    return (momentum * running_var + (1 - momentum) * x.var(axis=0, ddof=1),
+            momentum * running_mean + (1 - momentum) * x.mean(axis=0))
+
+
 # CS231n's default momentum (0.9) in the signature, with PyTorch's formula.
 @MUTANTS.make("update_running_stats", "observation:wrong-default")
 def update_cs231n_default_momentum(running_mean, running_var, x, momentum=0.9):
@@ -239,6 +261,13 @@ def eval_batch_statistics_eps_on_std(x, running_mean, running_var, gamma, beta, 
 @MUTANTS.make("batchnorm_eval", "gamma-beta-swapped+forgot-eps")
 def eval_swapped_without_eps(x, running_mean, running_var, gamma, beta, eps=1e-5):
     return beta * (x - running_mean) / np.sqrt(running_var) + gamma
+
+
+# One function for both modes, CS231n-style, still returning (out, cache) in eval.
+@MUTANTS.make("batchnorm_eval", "returns-out-and-cache")
+def eval_cs231n_out_and_cache(x, running_mean, running_var, gamma, beta, eps=1e-5):
+    out = gamma * (x - running_mean) / np.sqrt(running_var + eps) + beta
+    return out, None
 
 
 # Keras' default epsilon in the signature; otherwise right.
@@ -573,6 +602,33 @@ class IgnoresTheMode(StudentBatchNorm1d):
         out = self.scale_shift(x, *self.batch_statistics(x))
         self.update(x)
         return out
+
+
+# The momentum and eps arguments stored but never used: the formula hard-codes them.
+@MUTANTS.make("BatchNorm1d", "ignores-momentum")
+class HardCodedMomentum(StudentBatchNorm1d):
+    def weight_of_new(self):
+        return 0.1
+
+
+@MUTANTS.make("BatchNorm1d", "ignores-eps")
+class HardCodedEps(StudentBatchNorm1d):
+    def scale_shift(self, x, mean, var):
+        return (x - mean) / np.sqrt(var + 1e-5) * self.gamma + self.beta
+
+
+# Two at once: both hard-coded.
+@MUTANTS.make("BatchNorm1d", "ignores-momentum+ignores-eps")
+class HardCodesBoth(HardCodedEps):
+    def weight_of_new(self):
+        return 0.1
+
+
+# Eval mode returns x_hat: gamma and beta forgotten on the inference path.
+@MUTANTS.make("BatchNorm1d", "eval-forgets-scale-and-shift")
+class EvalWithoutAffine(StudentBatchNorm1d):
+    def forward_eval(self, x):
+        return (x - self.running_mean) / np.sqrt(self.running_var + self.eps)
 
 
 # CS231n's default momentum (0.9) in the constructor, with PyTorch's formula.

@@ -14,8 +14,8 @@ from bn_course.reference import numpy as ref
 
 AXIS_HINT = ("x has shape (N, D): one row per example. Reduce over the batch axis, axis=0, "
              "to get one value per feature.")
-BIASED_HINT = ("The batch variance divides by N, as np.var(x, axis=0) does by default "
-               "(ddof=0); PyTorch normalizes with it too.")
+BIASED_HINT = ("The batch variance divides by N, not N - 1 (NumPy's default ddof=0; torch.var's "
+               "default divides by N - 1); PyTorch normalizes with the divide-by-N variance.")
 
 
 def statistic_cases(group):
@@ -48,7 +48,7 @@ def _var_with(axis=0, ddof=0, root=False, centred=True, one_pass=False):
 
 BATCH_MEAN = Exercise(
     "batch_mean", ref.batch_mean, "batch_mean(x)", statistic_cases, build=_mean_with,
-    hint="The mean of each feature over the batch: x.mean(axis=0), shape (D,).",
+    hint="One mean per feature, taken over the examples (the batch axis): shape (D,).",
     probes=(_probes.constant_factor,),
     mistakes=[
         knob_mistake("axis-0-vs-1", "You averaged over the features of each example (axis=1), "
@@ -57,13 +57,12 @@ BATCH_MEAN = Exercise(
         knob_mistake("no-axis", "You averaged over every value in the batch, giving a single "
                      "number.", AXIS_HINT, axis=None),
         knob_mistake("sum-not-mean", "You returned the sum over the batch, not the mean.",
-                     "Divide the sum by the number of examples N = x.shape[0], or use "
-                     "x.mean(axis=0).", divide=False),
+                     "Divide the sum by the number of examples N = x.shape[0].", divide=False),
     ])
 
 BATCH_VAR = Exercise(
     "batch_var", ref.batch_var, "batch_var(x)", statistic_cases, build=_var_with,
-    hint="The mean of the squared deviations from each feature's mean, over axis=0.",
+    hint="Per feature: the mean of the squared deviations from that feature's mean.",
     probes=(_probes.constant_factor,),
     mistakes=[
         knob_mistake("axis-0-vs-1", "You took the variance across the features of each example "
@@ -81,8 +80,8 @@ BATCH_VAR = Exercise(
         knob_mistake("one-pass-variance", "You computed the variance as mean(x**2) - "
                      "mean(x)**2. That is right on paper, but with values near 1e6 the two "
                      "terms are about 1e12 and their difference loses most of its digits.",
-                     "Subtract the mean first, then average the squared deviations: "
-                     "((x - mean)**2).mean(axis=0).", one_pass=True, precision=True),
+                     "Subtract each feature's mean first, then average the squared deviations "
+                     "(two passes over the data).", one_pass=True, precision=True),
     ])
 
 EXERCISES = [BATCH_MEAN, BATCH_VAR]

@@ -6,7 +6,7 @@ from bn_course.checks import _cases, _probes, _steps
 from bn_course.checks._core import Exercise, Mistake, knob_mistake
 from bn_course.reference import numpy as ref
 
-EPS_HINT = "eps goes inside the square root: (x - mean) / np.sqrt(var + eps)."
+EPS_HINT = "eps is added to the variance, inside the square root: divide by sqrt(var + eps)."
 
 
 def normalize_cases(group):
@@ -54,7 +54,8 @@ EPS_AS_FLOOR = knob_mistake(
 
 NORMALIZE = Exercise(
     "normalize", ref.normalize, "normalize(x, mean, var, eps=1e-5)", normalize_cases,
-    build=_normalize_with, hint="(x - mean) / np.sqrt(var + eps), with the mean and var given.",
+    build=_normalize_with, hint="Centre x with the given mean, then divide by the standard "
+    "deviation that the given var and eps make.",
     probes=(_probes.wrong_defaults, _probes.ignores_eps, _probes.rows_depend_on_batch,
             _probes.constant_factor),
     mistakes=EPS_MISTAKES + [
@@ -65,7 +66,7 @@ NORMALIZE = Exercise(
         knob_mistake("forgot-to-centre", "You scaled x but did not subtract the mean.",
                      "Compute (x - mean) first.", centre="never"),
         knob_mistake("mean-subtracted-twice", "You subtracted the mean twice.",
-                     "Subtract it once: (x - mean) / np.sqrt(var + eps).", centre="twice"),
+                     "Subtract the mean once, before dividing.", centre="twice"),
         knob_mistake("ignores-given-statistics", "You recomputed the mean and variance from x "
                      "instead of using the mean and var you were given.",
                      "Use the arguments: later the same function normalizes with running "

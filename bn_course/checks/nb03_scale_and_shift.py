@@ -3,7 +3,7 @@
 import numpy as np
 
 from bn_course.checks import _cases, _probes, _steps
-from bn_course.checks._core import Exercise, Mistake, knob_mistake
+from bn_course.checks._core import CandidateProblem, Exercise, Mistake, knob_mistake
 from bn_course.checks.nb01_batch_statistics import AXIS_HINT, BIASED_HINT
 from bn_course.checks.nb02_normalizing import EPS_AS_FLOOR, EPS_MISTAKES
 from bn_course.reference import numpy as ref
@@ -12,7 +12,31 @@ AFFINE_HINT = "Return gamma * x_hat + beta: gamma scales, beta shifts."
 
 
 def forward_cases(group):
-    return _cases.gamma_beta_cases(_cases.shapes(group), np.random.default_rng(12))
+    cases = _cases.gamma_beta_cases(_cases.shapes(group), np.random.default_rng(12))
+    return [refusing_out_and_cache(case) for case in cases]
+
+
+def refusing_out_and_cache(case):
+    """The case, made to name CS231n's habit of returning (out, cache): a tuple whose
+    first value has the output's shape."""
+    play = case.play
+
+    def checked(candidate):
+        outputs = play(candidate)
+        out = outputs[0][1]
+        if isinstance(out, (tuple, list)) and out and np.shape(out[0]) == np.shape(case.args["x"]):
+            raise CandidateProblem(f"On {case.description}, your function returned a "
+                                   f"{type(out).__name__} of {len(out)} values.",
+                                   "returns-out-and-cache")
+        return outputs
+
+    case.play = checked
+    return case
+
+
+RETURNS_OUT_AND_CACHE = Mistake(
+    "returns-out-and-cache", "You returned (out, cache), as CS231n's layers do; this exercise "
+    "returns the output array alone.", "Return only the (N, D) output array.")
 
 
 def forward_with(axis=0, ddof=0, stat="var", one_pass=False, affine="right", **step_knobs):
@@ -77,10 +101,10 @@ def variance_mistakes(biased_hint, one_pass_example="mean(x**2) - mean(x)**2"):
 BATCHNORM_FORWARD = Exercise(
     "batchnorm_forward", ref.batchnorm_forward, "batchnorm_forward(x, gamma, beta, eps=1e-5)",
     forward_cases, build=forward_with, probes=_probes.FORWARD_PROBES,
-    hint="x_hat = (x - mean) / np.sqrt(var + eps) with the batch's per-feature mean and "
-         "biased variance, then gamma * x_hat + beta.",
+    hint="Normalize each feature with the batch's own mean and biased variance (eps inside "
+         "the square root), then scale by gamma and shift by beta.",
     mistakes=affine_mistakes() + variance_mistakes(BIASED_HINT) + EPS_MISTAKES + [
-        EPS_AS_FLOOR,
+        EPS_AS_FLOOR, RETURNS_OUT_AND_CACHE,
         knob_mistake("axis-0-vs-1", "You normalized each example across its features (axis=1): "
                      "that is LayerNorm, not BatchNorm.", AXIS_HINT, axis=1),
         knob_mistake("no-axis", "You took one mean and one variance over the whole batch, not "

@@ -18,7 +18,11 @@ from bn_course.checks._core import (
 )
 from bn_course.checks.nb01_batch_statistics import BIASED_HINT
 from bn_course.checks.nb02_normalizing import EPS_AS_FLOOR, EPS_MISTAKES
-from bn_course.checks.nb03_scale_and_shift import affine_mistakes
+from bn_course.checks.nb03_scale_and_shift import (
+    RETURNS_OUT_AND_CACHE,
+    affine_mistakes,
+    refusing_out_and_cache,
+)
 from bn_course.reference import numpy as ref
 
 MOMENTUM_HINT = ("In PyTorch momentum weighs the new batch: "
@@ -57,15 +61,21 @@ def update_cases(group):
     return cases
 
 
-def _update_with(weight_of_new="momentum", ddof=1, stat="var", update_var=True, blend=True):
+def _update_with(weight_of_new="momentum", ddof=1, stat="var", update_var=True, blend=True,
+                 fixed_momentum=None, swapped=False):
+    """fixed_momentum: the argument ignored, this value used instead; swapped: returns
+    (var, mean)."""
+
     def update_running_stats(running_mean, running_var, x, momentum=0.1):
+        momentum = momentum if fixed_momentum is None else fixed_momentum
         new = momentum if weight_of_new == "momentum" else 1 - momentum
         mean, var = _steps.statistics(x, ddof=ddof, stat=stat)
         mean, var = mean[0], var[0]
-        if not blend:
-            return mean, var
-        new_var = (1 - new) * running_var + new * var if update_var else running_var
-        return (1 - new) * running_mean + new * mean, new_var
+        if blend:
+            var = (1 - new) * running_var + new * var if update_var else running_var
+            mean = (1 - new) * running_mean + new * mean
+        return (var, mean) if swapped else (mean, var)
+
     return update_running_stats
 
 
@@ -92,6 +102,12 @@ UPDATE_RUNNING_STATS = Exercise(
         knob_mistake("forgot-running-var", "You updated the running mean but returned the "
                      "running variance unchanged.", "Update both statistics with the same "
                      "rule.", update_var=False),
+        knob_mistake("ignores-momentum", "Your code ignores the momentum argument: it always "
+                     "uses PyTorch's default, 0.1.", "Use the momentum you are given; 0.1 is "
+                     "only its default value.", fixed_momentum=0.1),
+        knob_mistake("outputs-swapped", "You returned (new running var, new running mean): the "
+                     "order is (mean, var).", "Return the new mean first, then the new "
+                     "variance.", swapped=True),
     ])
 
 
@@ -106,9 +122,9 @@ def eval_cases(group):
         eps = _cases.eps_for(i)
         args = {"x": x, "running_mean": running_mean, "running_var": running_var,
                 "gamma": gamma, "beta": beta}
-        cases.append(_cases.function_case(f"{desc}, {_cases.eps_text(eps)}", args,
-                                          _cases.with_eps({}, eps),
-                                          float32=x.dtype == np.float32))
+        cases.append(refusing_out_and_cache(_cases.function_case(
+            f"{desc}, {_cases.eps_text(eps)}", args, _cases.with_eps({}, eps),
+            float32=x.dtype == np.float32)))
     return cases
 
 
@@ -124,7 +140,8 @@ BATCHNORM_EVAL = Exercise(
     "batchnorm_eval", ref.batchnorm_eval,
     "batchnorm_eval(x, running_mean, running_var, gamma, beta, eps=1e-5)", eval_cases,
     build=_eval_with, probes=_probes.FORWARD_PROBES,
-    hint="gamma * (x - running_mean) / np.sqrt(running_var + eps) + beta.",
+    hint="Normalize with running_mean and running_var (not the batch's statistics), eps "
+         "inside the square root, then scale by gamma and shift by beta.",
     mistakes=affine_mistakes() + EPS_MISTAKES + [
         knob_mistake("batch-stats-in-eval", "You normalized with the batch's own statistics. "
                      "In eval mode the running statistics are used, so one example's output "
@@ -133,7 +150,7 @@ BATCHNORM_EVAL = Exercise(
         knob_mistake("var-instead-of-std", "You divided by the running variance instead of "
                      "its square root.", "Divide by np.sqrt(running_var + eps).",
                      divide_by="var"),
-        EPS_AS_FLOOR,
+        EPS_AS_FLOOR, RETURNS_OUT_AND_CACHE,
     ])
 
 
@@ -159,6 +176,9 @@ class _BuggyBatchNorm1d:
     normalize_ddof = 0         # 1: train mode normalizes with the unbiased variance
     eps_place = "inside"       # see _steps.normalized
     affine = "right"           # see _steps.scaled
+    eval_affine = None         # another _steps.scaled slip in eval mode only
+    fixed_momentum = None      # the momentum argument ignored, this value used
+    fixed_eps = None           # the eps argument ignored, this value used
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1):
         self.eps, self.momentum, self.training = eps, momentum, True
@@ -174,7 +194,8 @@ class _BuggyBatchNorm1d:
         self.training = False
 
     def _update(self, x):
-        weight_new = 1 - self.momentum if self.flipped_momentum else self.momentum
+        momentum = self.momentum if self.fixed_momentum is None else self.fixed_momentum
+        weight_new = 1 - momentum if self.flipped_momentum else momentum
         _, var = _steps.statistics(x, ddof=0 if self.biased_running_var else 1,
                                    stat=self.running_stat)
         self.running_mean = (1 - weight_new) * self.running_mean + weight_new * x.mean(axis=0)
@@ -182,8 +203,10 @@ class _BuggyBatchNorm1d:
             self.running_var = (1 - weight_new) * self.running_var + weight_new * var[0]
 
     def _scale_shift(self, x, mean, var):
-        x_hat = _steps.normalized(x, mean, var, self.eps, eps_place=self.eps_place)
-        return _steps.scaled(x_hat, self.gamma, self.beta, self.affine)
+        eps = self.eps if self.fixed_eps is None else self.fixed_eps
+        x_hat = _steps.normalized(x, mean, var, eps, eps_place=self.eps_place)
+        affine = self.affine if self.training or self.eval_affine is None else self.eval_affine
+        return _steps.scaled(x_hat, self.gamma, self.beta, affine)
 
     def __call__(self, x):
         if self.training and len(x) < 2:
@@ -384,6 +407,15 @@ BATCHNORM1D = Exercise(
                      "into the running VARIANCE.", RUNNING_VAR_HINT, running_stat="std"),
         knob_mistake("unbiased-variance", "In train mode your layer normalizes with the "
                      "unbiased variance (divide by N - 1).", BIASED_HINT, normalize_ddof=1),
+        knob_mistake("ignores-momentum", "Your layer ignores its momentum: it always uses "
+                     "PyTorch's default, 0.1.", "Use self.momentum, set from the constructor's "
+                     "argument.", fixed_momentum=0.1),
+        knob_mistake("ignores-eps", "Your layer ignores its eps: it always uses PyTorch's "
+                     "default, 1e-5.", "Use self.eps, set from the constructor's argument.",
+                     fixed_eps=1e-5),
+        knob_mistake("eval-forgets-scale-and-shift", "In eval mode your layer returns the "
+                     "normalized x without gamma and beta.", "Eval mode scales and shifts too: "
+                     "only the statistics change between the modes.", eval_affine="none"),
         EPS_AS_FLOOR, *EPS_MISTAKES, *affine_mistakes(),
     ])
 
