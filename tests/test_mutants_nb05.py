@@ -266,6 +266,24 @@ def compact_param_grads_from_python_sum(dout, x, gamma, eps=1e-5):
     return dx, float((dout * student_x_hat(x, eps)).sum()), float(dout.sum())
 
 
+# The closed form with 1 / (var + eps): the square root lost when inv_std was inlined.
+@MUTANTS.make("batchnorm_backward_compact", "dx-divides-by-variance")
+def compact_divides_by_variance(dout, x, gamma, eps=1e-5):
+    x_hat = student_x_hat(x, eps)
+    dx = gamma / (x.var(0) + eps) * (dout - dout.mean(0) - x_hat * (dout * x_hat).mean(0))
+    return dx, (dout * x_hat).sum(0), dout.sum(0)
+
+
+@MUTANTS.make("batchnorm_backward", "dx-divides-by-variance")
+def backward_inv_var_instead_of_inv_std(dout, x, gamma, eps=1e-5):
+    n = x.shape[0]
+    xmu = x - x.mean(0)
+    var = (xmu ** 2).mean(0) + eps
+    x_hat = xmu / np.sqrt(var)
+    dx = gamma * (n * dout - dout.sum(0) - x_hat * (dout * x_hat).sum(0)) / (n * var)
+    return dx, (dout * x_hat).sum(0), dout.sum(0)
+
+
 # --- two mistakes at once -----------------------------------------------------------
 
 # A blog's derivation for x_hat alone (gamma = 1, eps = 0) pasted as the layer's backward.
@@ -360,6 +378,25 @@ def compact_without_final_division(dout, x, gamma, eps=1e-5):
     dgamma, dbeta = (dout * x_hat).sum(0), dout.sum(0)
     dx = gamma / np.sqrt(x.var(0) + eps) * (n * dout - dbeta - x_hat * dgamma)
     return dx, dgamma, dbeta
+
+
+# The variance path divides by N - 1 (`dsq = dvar / (N - 1)`) although the forward pass
+# divided by N.
+@MUTANTS.make("batchnorm_backward", "observation:dx-not-orthogonal-to-x-hat")
+def backward_variance_path_over_n_minus_one(dout, x, gamma, eps=1e-5):
+    n = len(x)
+    xmu = x - x.mean(0)
+    ivar = 1 / np.sqrt(x.var(0) + eps)
+    dxhat = dout * gamma
+    dvar = (dxhat * xmu).sum(0) * -0.5 * ivar ** 3
+    dxmu = dxhat * ivar + dvar * 2 * xmu / (n - 1)
+    return dxmu - dxmu.mean(0), (dout * xmu * ivar).sum(0), dout.sum(0)
+
+
+# Keras' default eps=1e-3 in the signature.
+@MUTANTS.make("batchnorm_backward_compact", "observation:wrong-default")
+def compact_with_keras_default_eps(dout, x, gamma, eps=1e-3):
+    return autograd_backward(dout, x, gamma, eps)
 
 
 # x_hat centred in place: the caller's x is gone.

@@ -225,6 +225,13 @@ def forward2d_with_a_torch_layer(x, gamma, beta, eps=1e-5):
         return layer(as_tensor(x)).numpy()
 
 
+# Keras' default epsilon=1e-3 carried into the signature.
+@MUTANTS.make("batchnorm2d_forward", "observation:wrong-default")
+def forward2d_keras_default_eps(x, gamma, beta, eps=1e-3):
+    mean, var = channel_statistics(x)
+    return scaled_per_channel((x - mean) / np.sqrt(var + eps), gamma, beta)
+
+
 # --- BatchNorm2d (a torch module) -------------------------------------------
 
 def channel_view(v):
@@ -467,6 +474,33 @@ class ModuleInstanceNormByFlattening(StudentBatchNorm2d):
         flat = x.reshape(x.shape[0], x.shape[1], -1)
         var, mean = torch.var_mean(flat, dim=2, keepdim=True, correction=0)
         return mean.unsqueeze(-1), var.unsqueeze(-1)
+
+
+# Statistics kept with keepdim=True for broadcasting, and the buffers updated with them:
+# they become (1, C, 1, 1).
+@MUTANTS.make("BatchNorm2d", "running-stats-change-shape")
+class ModuleKeepdimRunningStatistics(StudentBatchNorm2d):
+    @torch.no_grad()
+    def update(self, x):
+        m = self.momentum
+        self.running_mean = (1 - m) * self.running_mean + m * x.mean((0, 2, 3), keepdim=True)
+        self.running_var = (1 - m) * self.running_var + m * x.var((0, 2, 3), keepdim=True)
+        self.count_batch()
+
+
+# eps only in the training branch: the eval branch divides by running_var.sqrt().
+@MUTANTS.make("BatchNorm2d", "eval-forgets-eps")
+class ModuleEvalWithoutEps(StudentBatchNorm2d):
+    def forward_eval(self, x):
+        x_hat = (x - channel_view(self.running_mean)) / channel_view(self.running_var).sqrt()
+        return x_hat * channel_view(self.weight) + channel_view(self.bias)
+
+
+# Keras' defaults (epsilon=1e-3, momentum=0.99 read as PyTorch's 0.01) in the constructor.
+@MUTANTS.make("BatchNorm2d", "observation:wrong-default")
+class ModuleKerasDefaults(StudentBatchNorm2d):
+    def __init__(self, num_features, eps=1e-3, momentum=0.01):
+        super().__init__(num_features, eps, momentum)
 
 
 # --- the tests --------------------------------------------------------------

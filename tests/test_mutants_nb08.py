@@ -256,6 +256,32 @@ def layernorm_without_eps_unbiased(x, gamma, beta, eps=1e-5):
     return x_hat.reshape(x.shape) * like_channels(gamma, x) + like_channels(beta, x)
 
 
+def layernorm_x_hat(x, eps):
+    axes = tuple(range(1, x.ndim))
+    return (x - x.mean(axes, keepdims=True)) / np.sqrt(x.var(axes, keepdims=True) + eps)
+
+
+@MUTANTS.make("layernorm_forward", "gamma-beta-swapped")
+def layernorm_swapped_parameters(x, gamma, beta, eps=1e-5):
+    return layernorm_x_hat(x, eps) * like_channels(beta, x) + like_channels(gamma, x)
+
+
+@MUTANTS.make("layernorm_forward", "forgot-shift")
+def layernorm_without_beta(x, gamma, beta, eps=1e-5):
+    return layernorm_x_hat(x, eps) * like_channels(gamma, x)
+
+
+@MUTANTS.make("layernorm_forward", "forgot-scale")
+def layernorm_without_gamma(x, gamma, beta, eps=1e-5):
+    return layernorm_x_hat(x, eps) + like_channels(beta, x)
+
+
+# torch's F.layer_norm without weight and bias, its result returned as it is.
+@MUTANTS.make("layernorm_forward", "returns-normalized-not-scaled")
+def layernorm_functional_without_affine(x, gamma, beta, eps=1e-5):
+    return torch.nn.functional.layer_norm(as_tensor(x), x.shape[1:], eps=eps).numpy()
+
+
 # num_groups ignored: x.reshape(N, C, -1), each channel on its own (InstanceNorm).
 @MUTANTS.make("groupnorm_forward", "groupnorm-per-channel")
 def groupnorm_reshape_by_channel(x, gamma, beta, num_groups, eps=1e-5):
@@ -355,6 +381,36 @@ def ghost_chunk_by_size_torch_var(x, gamma, beta, virtual_batch_size, eps=1e-5):
     chunks = as_tensor(x).tensor_split(virtual_batch_size)
     out = [(c - c.mean(0)) / torch.sqrt(c.var(0) + eps) for c in chunks if len(c)]
     return torch.cat(out).numpy() * gamma + beta
+
+
+# A short last slice joined to the previous one, to avoid statistics of 2 examples.
+@MUTANTS.make("ghost_batchnorm_forward", "ghost-short-slice-merged")
+def ghost_merges_a_short_tail(x, gamma, beta, virtual_batch_size, eps=1e-5):
+    starts = list(range(0, len(x), virtual_batch_size))
+    if len(starts) > 1 and len(x) - starts[-1] < virtual_batch_size:
+        starts.pop()
+    bounds = starts[1:] + [len(x)]
+    parts = [x[a:b] for a, b in zip(starts, bounds)]
+    return np.vstack([gamma * (p - p.mean(0)) / np.sqrt(p.var(0) + eps) + beta for p in parts])
+
+
+# Each batch weighted by its size (a careful average that is not this specification).
+@MUTANTS.make("recompute_running_stats", "weights-batches-by-size")
+def recompute_weighted_by_examples(batches):
+    total, mean_sum, var_sum = 0, 0.0, 0.0
+    for x in batches:
+        total += len(x)
+        mean_sum = mean_sum + len(x) * x.mean(0)
+        var_sum = var_sum + len(x) * x.var(0, ddof=1)
+    return mean_sum / total, var_sum / total
+
+
+# Keras' default epsilon=1e-3.
+@MUTANTS.make("groupnorm_forward", "observation:wrong-default")
+def groupnorm_keras_default_eps(x, gamma, beta, num_groups, eps=1e-3):
+    grouped = x.reshape(x.shape[0], num_groups, -1)
+    x_hat = (grouped - grouped.mean(-1, keepdims=True)) / np.sqrt(grouped.var(-1, keepdims=True) + eps)
+    return x_hat.reshape(x.shape) * like_channels(gamma, x) + like_channels(beta, x)
 
 
 @MUTANTS.make("ghost_batchnorm_forward", "observation:ignores-eps")

@@ -30,7 +30,7 @@ def backward_cases(group):
 
 def _backward_with(dx_terms="all", dgamma_of="x_hat", dbeta_axis=0, dgamma_axis=0, ddof=0,
                    use_gamma=True, ddof_in_variance_path=True, eps_in_std=True,
-                   param_grads="sum", order="dx, dgamma, dbeta"):
+                   param_grads="sum", order="dx, dgamma, dbeta", dx_divides_by="std"):
     """batchnorm_backward with one knob per classic mistake. With ddof=1 it is the
     exact gradient of a forward pass that used the unbiased variance, unless
     ddof_in_variance_path=False keeps dividing by N on the path through the variance."""
@@ -45,7 +45,8 @@ def _backward_with(dx_terms="all", dgamma_of="x_hat", dbeta_axis=0, dgamma_axis=
         dgamma = {"x_hat": lambda: dout * x_hat, "x": lambda: dout * x,
                   "centred": lambda: dout * centred,
                   "nothing": lambda: dout}[dgamma_of]().sum(axis=dgamma_axis) / per
-        scale = (gamma if use_gamma else 1.0) * inv_std
+        scale = (gamma if use_gamma else 1.0) * (inv_std if dx_divides_by == "std"
+                                                 else inv_std ** 2)
         if dx_terms == "none":
             dx = dout * scale
         elif dx_terms == "mean_only":
@@ -98,6 +99,9 @@ def _backward_mistakes():
                      dx_terms="mean_only"),
         knob_mistake("dx-forgot-gamma", "Your dx leaves out gamma.", "The output is "
                      "gamma * x_hat + beta: dx_hat = dout * gamma.", use_gamma=False),
+        knob_mistake("dx-divides-by-variance", "Your dx divides by var + eps where the "
+                     "standard deviation belongs.", DX_FORMULA + " Here std = np.sqrt(var + "
+                     "eps).", dx_divides_by="var"),
         knob_mistake("backward-ignores-eps", "Your backward pass divides by sqrt(var) without "
                      "eps, while the forward pass divided by sqrt(var + eps). With eps = 1 the "
                      "difference is large.", "Use the same std = np.sqrt(var + eps) as the "
@@ -133,8 +137,8 @@ def dx_orthogonal_to_x_hat(exercise, candidate, played):
     return []
 
 
-BACKWARD_PROBES = (_probes.ignores_eps, _probes.dx_sums_to_zero, dx_orthogonal_to_x_hat,
-                   _probes.constant_factor)
+BACKWARD_PROBES = (_probes.wrong_defaults, _probes.ignores_eps, _probes.dx_sums_to_zero,
+                   dx_orthogonal_to_x_hat, _probes.constant_factor)
 BATCHNORM_BACKWARD = Exercise(
     "batchnorm_backward", ref.batchnorm_backward, "batchnorm_backward(dout, x, gamma, eps=1e-5)",
     backward_cases, build=_backward_with, mistakes=_backward_mistakes(), probes=BACKWARD_PROBES,

@@ -48,7 +48,8 @@ def _forward2d_with(layout="per-channel", **knobs):
 BATCHNORM2D_FORWARD = Exercise(
     "batchnorm2d_forward", ref.batchnorm2d_forward, "batchnorm2d_forward(x, gamma, beta, eps=1e-5)",
     forward2d_cases, build=_forward2d_with,
-    probes=(_probes.ignores_eps, _probes.statistics_axes, _probes.constant_factor),
+    probes=(_probes.wrong_defaults, _probes.ignores_eps, _probes.statistics_axes,
+            _probes.constant_factor),
     hint="One mean and one biased variance per channel over axis=(0, 2, 3) (keepdims=True), "
          "then gamma and beta reshaped to (1, C, 1, 1).",
     mistakes=affine_mistakes() + variance_mistakes(BIASED_HINT) + EPS_MISTAKES + [
@@ -70,10 +71,11 @@ BATCHNORM2D_FORWARD = Exercise(
 
 # --- BatchNorm2d, a torch.nn.Module ---------------------------------------------------
 
-def _torch_batchnorm2d(num_features, **kwargs):
-    """The oracle for the module exercise: PyTorch's own layer."""
+def _torch_batchnorm2d(num_features, eps=1e-5, momentum=0.1):
+    """The oracle for the module exercise: PyTorch's own layer (its defaults written out,
+    so that a probe can compare them with the candidate's)."""
     import torch
-    return torch.nn.BatchNorm2d(num_features, **kwargs)
+    return torch.nn.BatchNorm2d(num_features, eps=eps, momentum=momentum)
 
 
 STATE_KEYS = ["bias", "num_batches_tracked", "running_mean", "running_var", "weight"]
@@ -128,7 +130,7 @@ def _module_case(description, batches, douts, weight, bias, loaded_state, kwargs
             where = f"call {step} ({mode} mode)"
             out = _forward(layer, x, where)
             outputs.append((f"output of {where}", _output_of(out, x, where)))
-            _check_buffers_outside_graph(layer, where)
+            _check_buffers_after_update(layer, where)
             _backward(out, tensor(dout), where)
             outputs += [(f"{name} after {where}", _numpy_of(value, f"{name} after {where}"))
                         for name, value in [("x.grad", x.grad), ("weight.grad", layer.weight.grad),
@@ -170,13 +172,19 @@ def _check_start_values(layer):
                                    mistake)
 
 
-def _check_buffers_outside_graph(layer, where):
-    """Buffers that require grad carry the autograd graph of the step that updated them."""
+def _check_buffers_after_update(layer, where):
+    """The running buffers keep their shape (C,), and stay out of the autograd graph (a
+    buffer that requires grad carries the graph of the step that updated it)."""
+    channels = layer.weight.shape[0]
     for name in ("running_mean", "running_var"):
         buffer = getattr(layer, name, None)
         if getattr(buffer, "requires_grad", False):
             raise CandidateProblem(f"After {where}, your {name} requires grad: it is part of "
                                    "the autograd graph.", "running-stats-in-graph")
+        if tuple(getattr(buffer, "shape", ())) != (channels,):
+            raise CandidateProblem(f"After {where}, your {name} has shape "
+                                   f"{tuple(getattr(buffer, 'shape', ()))}, not ({channels},).",
+                                   "running-stats-change-shape")
 
 
 def _check_state_keys(keys):
@@ -303,10 +311,11 @@ def _buggy_module(**bugs):
                 use_batch = self.training or bugs.get("batch_stats_in_eval")
                 mean = batch_mean if use_batch else self.running_mean.view(1, -1, 1, 1)
                 var = batch_var if use_batch else self.running_var.view(1, -1, 1, 1)
+                eps = 0.0 if bugs.get("eval_forgot_eps") and not use_batch else self.eps
                 if bugs.get("eps_outside_sqrt"):
-                    out = (x - mean) / (torch.sqrt(var) + self.eps)
+                    out = (x - mean) / (torch.sqrt(var) + eps)
                 else:
-                    out = (x - mean) / torch.sqrt(var + self.eps)
+                    out = (x - mean) / torch.sqrt(var + eps)
                 out = out * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
                 if self.training or bugs.get("updates_in_eval"):
                     if bugs.get("update_in_graph"):
@@ -360,6 +369,7 @@ BATCHNORM2D = Exercise(
     "BatchNorm2d", _torch_batchnorm2d,
     "BatchNorm2d(num_features, eps=1e-5, momentum=0.1), a torch.nn.Module", module_cases,
     build=_buggy_module, needs_torch=True, time_limit_s=30.0, hint=MODULE_HINT,
+    probes=(_probes.wrong_defaults,),
     mistakes=[
         _module_mistake("old-value-momentum-and-biased-running-var",
                         "Your module follows the CS231n / d2l (before 2022) convention: "
@@ -387,6 +397,14 @@ BATCHNORM2D = Exercise(
         _module_mistake("eps-outside-sqrt", "Your module adds eps to the standard deviation, "
                         "outside the square root.", "Divide by torch.sqrt(var + self.eps).",
                         eps_outside_sqrt=True),
+        _module_mistake("eval-forgets-eps", "In eval mode your module divides by "
+                        "sqrt(running_var), without eps.", "Eval mode normalizes exactly as "
+                        "train mode does, with the running statistics: "
+                        "torch.sqrt(running_var + self.eps).", eval_forgot_eps=True),
+        Mistake("running-stats-change-shape", "Your module's running statistics change shape "
+                "when they are updated (statistics taken with keepdim=True are (1, C, 1, 1)).",
+                "Update the buffers with per-channel vectors of shape (C,): "
+                "x.mean(dim=(0, 2, 3)) without keepdim, or .flatten() the kept dimensions."),
         _module_mistake("running-stats-start", "Your module does not start with running_mean "
                         "= 0 and running_var = 1.", "Start as torch.nn.BatchNorm2d does: "
                         "torch.zeros(C) for running_mean, torch.ones(C) for running_var (a "

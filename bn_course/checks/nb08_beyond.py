@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from bn_course.checks import _cases, _probes
+from bn_course.checks import _cases, _probes, _steps
 from bn_course.checks._core import (
     CandidateProblem,
     Case,
@@ -15,6 +15,7 @@ from bn_course.checks._core import (
     variant_mistake,
 )
 from bn_course.checks.nb02_normalizing import EPS_HINT
+from bn_course.checks.nb03_scale_and_shift import affine_mistakes
 from bn_course.reference import numpy as ref
 from bn_course.reference.case_files import BN_BUGS, planted_bug
 
@@ -235,9 +236,10 @@ def _groupnorm_with(layout="consecutive", over_batch=False, ddof=0, groups="give
     return groupnorm
 
 
-def _layernorm_with(axes="all-but-batch", ddof=0, eps_outside=False):
+def _layernorm_with(axes="all-but-batch", ddof=0, eps_outside=False, affine="right"):
     """layernorm_forward with knobs; axes: "all-but-batch" (right), 0 (the batch: that is
-    BatchNorm), 1 (the channels of each pixel) or -1 (the last axis only)."""
+    BatchNorm), 1 (the channels of each pixel) or -1 (the last axis only); affine: a
+    slip in the scale and shift (see _steps.scaled)."""
 
     def layernorm(x, gamma, beta, eps=1e-5):
         over = tuple(range(1, x.ndim)) if axes == "all-but-batch" else axes
@@ -245,7 +247,7 @@ def _layernorm_with(axes="all-but-batch", ddof=0, eps_outside=False):
         var = x.var(axis=over, ddof=ddof, keepdims=True)
         std = np.sqrt(var) + eps if eps_outside else np.sqrt(var + eps)
         shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
-        return centred / std * gamma.reshape(shape) + beta.reshape(shape)
+        return _steps.scaled(centred / std, gamma.reshape(shape), beta.reshape(shape), affine)
     return layernorm
 
 
@@ -272,7 +274,8 @@ def _fold_with(forgot_eps=False, eps_outside=False, var_not_std=False, bias="fol
 def _ghost_with(split="consecutive", ddof=0):
     """ghost_batchnorm_forward with one knob per mistake. split: "consecutive" (right),
     "whole" (one batch), "strided" (every k-th example), "count" (B pieces, not size B),
-    "floor" (N // B pieces: too few when B does not divide N)."""
+    "floor" (N // B pieces: too few when B does not divide N), "merge-last" (a short last
+    slice joined to the one before)."""
 
     def ghost(x, gamma, beta, virtual_batch_size, eps=1e-5):
         n, size = len(x), virtual_batch_size
@@ -284,6 +287,8 @@ def _ghost_with(split="consecutive", ddof=0):
             "strided": lambda: [np.arange(first, n, pieces) for first in range(pieces)],
             "count": lambda: [p for p in np.array_split(np.arange(n), size) if len(p)],
             "floor": lambda: np.array_split(np.arange(n), max(1, n // size)),
+            "merge-last": lambda: [np.arange(start, n if start + 2 * size > n else start + size)
+                                   for start in range(0, max(1, n - size + 1), size)],
         }[split]()
         out = np.empty(x.shape, dtype=x.dtype)
         for index in groups:
@@ -319,6 +324,14 @@ def _counting_reset_values(batches):
 def _pooled(batches):
     everything = np.concatenate(list(batches))
     return everything.mean(axis=0), everything.var(axis=0, ddof=1)
+
+
+def _weighted_by_size(batches):
+    batches = list(batches)
+    sizes = np.array([len(x) for x in batches], dtype=np.float64)
+    means = np.array([x.mean(axis=0) for x in batches])
+    variances = np.array([x.var(axis=0, ddof=1) for x in batches])
+    return sizes @ means / sizes.sum(), sizes @ variances / sizes.sum()
 
 
 def _last_batch(batches):
@@ -371,7 +384,7 @@ LAYERNORM_FORWARD_MISTAKES = [
                  "that normalizes each row of pixels on its own.", LAYERNORM_HINT, axes=-1),
     knob_mistake("unbiased-variance", UNBIASED, BIASED_HINT, ddof=1),
     knob_mistake("eps-outside-sqrt", EPS_OUTSIDE, EPS_HINT, eps_outside=True),
-]
+] + affine_mistakes()
 
 GROUPNORM_FORWARD_MISTAKES = [
     knob_mistake("wrong-group-axis", "Your groups take every G-th channel (reshape to "
@@ -423,6 +436,9 @@ GHOST_BATCHNORM_FORWARD_MISTAKES = [
                  "(np.array_split or torch.chunk): when virtual_batch_size does not divide N, "
                  "the pieces come out larger than virtual_batch_size.", GHOST_HINT,
                  split="floor"),
+    knob_mistake("ghost-short-slice-merged", "You joined the short last slice to the one "
+                 "before it, so one virtual batch holds more than virtual_batch_size "
+                 "examples.", GHOST_HINT, split="merge-last"),
     knob_mistake("unbiased-variance", UNBIASED, BIASED_HINT, ddof=1),
 ]
 
@@ -445,6 +461,10 @@ RECOMPUTE_RUNNING_STATS_MISTAKES = [
             "equal-weight average of the batch means and of the unbiased batch variances, "
             "which is the original paper's inference procedure (Algorithm 2).",
             RECOMPUTE_HINT),
+    variant_mistake("weights-batches-by-size", _weighted_by_size,
+            "You weighted each batch by its number of examples. That is a sound estimate, but "
+            "not this exercise's specification: PyTorch's momentum=None gives every batch the "
+            "same weight, however many examples it holds.", RECOMPUTE_HINT),
     variant_mistake("last-batch-only", _last_batch,
             "You returned the statistics of the last batch only.", RECOMPUTE_HINT),
 ]
@@ -471,13 +491,14 @@ DIAGNOSE_BN_BUG_MISTAKES = [
 LAYERNORM_FORWARD = Exercise(
     "layernorm_forward", ref.layernorm_forward, "layernorm_forward(x, gamma, beta, eps=1e-5)",
     _layernorm_cases, build=_layernorm_with, mistakes=LAYERNORM_FORWARD_MISTAKES,
-    probes=(_probes.ignores_eps, _probes.statistics_axes, _probes.constant_factor),
+    probes=(_probes.wrong_defaults, _probes.ignores_eps, _probes.statistics_axes,
+            _probes.constant_factor),
     hint=LAYERNORM_HINT)
 GROUPNORM_FORWARD = Exercise(
     "groupnorm_forward", ref.groupnorm_forward,
     "groupnorm_forward(x, gamma, beta, num_groups, eps=1e-5)", _groupnorm_cases,
     build=_groupnorm_with, mistakes=GROUPNORM_FORWARD_MISTAKES,
-    probes=(_probes.ignores_eps, _probes.constant_factor),
+    probes=(_probes.wrong_defaults, _probes.ignores_eps, _probes.constant_factor),
     hint=GROUP_HINT)
 FOLD_BATCHNORM = Exercise(
     "fold_batchnorm", ref.fold_batchnorm, "fold_batchnorm(conv_weight, conv_bias, bn)",
@@ -487,7 +508,8 @@ FOLD_BATCHNORM = Exercise(
 GHOST_BATCHNORM_FORWARD = Exercise(
     "ghost_batchnorm_forward", ref.ghost_batchnorm_forward,
     "ghost_batchnorm_forward(x, gamma, beta, virtual_batch_size, eps=1e-5)", _ghost_cases,
-    build=_ghost_with, mistakes=GHOST_BATCHNORM_FORWARD_MISTAKES, probes=(_probes.ignores_eps,),
+    build=_ghost_with, mistakes=GHOST_BATCHNORM_FORWARD_MISTAKES,
+    probes=(_probes.wrong_defaults, _probes.ignores_eps),
     hint=GHOST_HINT)
 RECOMPUTE_RUNNING_STATS = Exercise(
     "recompute_running_stats", ref.recompute_running_stats, "recompute_running_stats(batches)",
