@@ -16,8 +16,10 @@ works. Whatever happens, every process is stopped before ``run_workers`` returns
 """
 
 import multiprocessing
+import os
 import pickle
 import queue
+import socket
 import time
 import traceback
 from datetime import timedelta
@@ -135,12 +137,26 @@ def _stop(workers, grace=2.0):
             worker.join(grace)
 
 
+def _loopback_interface():
+    """The name of the loopback network interface ("lo" on Linux, "lo0" on macOS), or None."""
+    try:
+        names = [name for _, name in socket.if_nameindex()]
+    except (AttributeError, OSError):  # no if_nameindex on this platform
+        return None
+    return next((name for name in names if name in ("lo", "lo0")), None)
+
+
 def _worker(rank, world_size, port, payload, timeout, results):
     """One process of the group: join it, run the task, report, leave it."""
     import torch
     import torch.distributed as dist
 
     torch.set_num_threads(1)  # several workers share the cores
+    # Every worker is on this computer: gloo talks over the loopback interface, even where
+    # the host name resolves to an address other processes cannot reach (containers).
+    loopback = _loopback_interface()
+    if loopback and "GLOO_SOCKET_IFNAME" not in os.environ:
+        os.environ["GLOO_SOCKET_IFNAME"] = loopback
     joined = False
     try:
         task, args = pickle.loads(payload)
