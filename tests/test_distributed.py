@@ -118,3 +118,53 @@ def test_unavailable_reason_names_a_runtime_without_semaphores(monkeypatch):
 
     monkeypatch.setattr(multiprocessing, "get_context", lambda method: Sandbox())
     assert "cannot start worker processes" in distributed.unavailable_reason()
+
+
+INTERRUPTED_SCRIPT = """
+import os, sys, time
+from bn_course.distributed import run_workers
+
+def wait_forever(rank, world_size, folder):
+    open(os.path.join(folder, str(os.getpid())), "w").close()
+    time.sleep(600)
+
+if __name__ == "__main__":
+    try:
+        run_workers(wait_forever, 2, args=(sys.argv[1],), timeout=300)
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+"""
+
+
+def test_an_interrupted_run_stops_its_workers(tmp_path):
+    """Interrupting the kernel (Ctrl-C, the stop button) while the group runs."""
+    import signal
+    import subprocess
+    import sys
+
+    script = tmp_path / "interrupted.py"
+    script.write_text(INTERRUPTED_SCRIPT)
+    folder = tmp_path / "pids"
+    folder.mkdir()
+    process = subprocess.Popen([sys.executable, str(script), str(folder)],
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(folder.iterdir())) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        workers = [int(path.name) for path in folder.iterdir()]
+        assert len(workers) == 2 and all(alive(pid) for pid in workers)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+        assert "interrupted" in process.stdout.read()
+        deadline = time.monotonic() + 10
+        while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(alive(pid) for pid in workers)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for pid in (int(path.name) for path in folder.iterdir()):
+            if alive(pid):
+                os.kill(pid, 9)
