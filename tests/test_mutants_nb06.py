@@ -503,6 +503,44 @@ class ModuleKerasDefaults(StudentBatchNorm2d):
         super().__init__(num_features, eps, momentum)
 
 
+# Parameters created in broadcasting shape (1, C, 1, 1), as several from-scratch GroupNorm
+# and BatchNorm modules do: right numbers, but no state_dict exchange with PyTorch's layer.
+@MUTANTS.make("BatchNorm2d", "not-per-channel-vectors")
+class ModuleImageShapedParameters(StudentBatchNorm2d):
+    def __init__(self, num_features, eps=1e-5, momentum=0.1):
+        super().__init__(num_features, eps, momentum)
+        self.weight = torch.nn.Parameter(torch.ones(1, num_features, 1, 1))
+        self.bias = torch.nn.Parameter(torch.zeros(1, num_features, 1, 1))
+
+    def scale_shift(self, x, mean, var):
+        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
+
+
+# The running statistics updated first and then used for normalizing in train mode too.
+@MUTANTS.make("BatchNorm2d", "running-stats-in-train")
+class ModuleAlwaysRunningStatistics(StudentBatchNorm2d):
+    def forward(self, x):
+        if self.training:
+            self.update(x)
+        return self.forward_eval(x)
+
+
+# An older CS231n template kept a running *std*; carried into running_var.
+@MUTANTS.make("BatchNorm2d", "running-var-holds-std")
+class ModuleRunningStd(StudentBatchNorm2d):
+    def running_update_var(self, x):
+        return x.std(dim=(0, 2, 3))
+
+
+# `self.num_batches_tracked += 1` at the top of forward, whatever the mode.
+@MUTANTS.make("BatchNorm2d", "counts-batches-in-eval")
+class ModuleCountsEveryCall(StudentBatchNorm2d):
+    def forward(self, x):
+        if not self.training:
+            self.count_batch()
+        return super().forward(x)
+
+
 # --- the tests --------------------------------------------------------------
 
 def test_the_student_class_that_mutants_override_is_correct():

@@ -118,7 +118,7 @@ def _module_case(description, batches, douts, weight, bias, loaded_state, kwargs
         _check_no_builtin_inside(layer, torch)
         _check_state_keys(sorted(layer.state_dict()))
         layer = layer.to(**like)
-        _check_start_values(layer)
+        _check_start_values(layer, channels)
         outputs = []
         with torch.no_grad():
             layer.weight.copy_(tensor(weight))
@@ -158,18 +158,20 @@ def _check_no_builtin_inside(layer, torch):
 START_VALUES = {"weight": 1.0, "bias": 0.0, "running_mean": 0.0, "running_var": 1.0}
 
 
-def _check_start_values(layer):
+def _check_start_values(layer, channels):
     """torch.nn.BatchNorm2d starts as the identity: weight 1, bias 0, running mean 0 and
-    running variance 1. Checked before anything else, since every later output builds
-    on them."""
+    running variance 1, each a vector of shape (C,). Checked before anything else, since
+    every later output builds on them."""
     for name, value in START_VALUES.items():
         start = _numpy_of(getattr(layer, name), f"{name} at start")
-        if start.shape != (layer.running_mean.shape[0],) or not np.all(start == value):
-            shown = np.array2string(start.ravel()[:4], precision=4, separator=", ")
+        if start.shape != (channels,):
+            raise CandidateProblem(f"Your module's {name} has shape {start.shape}.",
+                                   "not-per-channel-vectors")
+        if not np.all(start == value):
+            shown = np.array2string(start[:4], precision=4, separator=", ")
             mistake = "weight-not-ones" if name in ("weight", "bias") else "running-stats-start"
             raise CandidateProblem(f"Your module starts with {name} = {shown}"
-                                   f"{'...' if start.size > 4 else ''} (shape {start.shape}).",
-                                   mistake)
+                                   f"{'...' if start.size > 4 else ''}.", mistake)
 
 
 def _check_buffers_after_update(layer, where):
@@ -305,10 +307,16 @@ def _buggy_module(**bugs):
                         self.register_buffer(name, value)
 
             def forward(self, x):
+                if bugs.get("counts_in_eval") and not self.training:
+                    self.num_batches_tracked += 1
+                if self.training and bugs.get("running_stats_in_train"):
+                    with torch.no_grad():
+                        self._update(x)  # and then normalize with the updated buffers
                 axes = bugs.get("axes", (0, 2, 3))
                 batch_mean = x.mean(axes, keepdim=True)
                 batch_var = x.var(axes, unbiased=bool(bugs.get("unbiased")), keepdim=True)
-                use_batch = self.training or bugs.get("batch_stats_in_eval")
+                use_batch = (self.training and not bugs.get("running_stats_in_train")
+                             or bugs.get("batch_stats_in_eval"))
                 mean = batch_mean if use_batch else self.running_mean.view(1, -1, 1, 1)
                 var = batch_var if use_batch else self.running_var.view(1, -1, 1, 1)
                 eps = 0.0 if bugs.get("eval_forgot_eps") and not use_batch else self.eps
@@ -317,6 +325,8 @@ def _buggy_module(**bugs):
                 else:
                     out = (x - mean) / torch.sqrt(var + eps)
                 out = out * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+                if bugs.get("running_stats_in_train"):
+                    return out
                 if self.training or bugs.get("updates_in_eval"):
                     if bugs.get("update_in_graph"):
                         self._update(x)
@@ -330,6 +340,8 @@ def _buggy_module(**bugs):
                 var = x.var((0, 2, 3), unbiased=False)
                 if not bugs.get("biased_running_var"):
                     var = var * n / (n - 1)
+                if bugs.get("running_std"):
+                    var = var.sqrt()
                 new = 1 - self.momentum if bugs.get("flipped_momentum") else self.momentum
                 self.running_mean = (1 - new) * self.running_mean + new * x.mean((0, 2, 3))
                 self.running_var = (1 - new) * self.running_var + new * var
@@ -397,10 +409,27 @@ BATCHNORM2D = Exercise(
         _module_mistake("eps-outside-sqrt", "Your module adds eps to the standard deviation, "
                         "outside the square root.", "Divide by torch.sqrt(var + self.eps).",
                         eps_outside_sqrt=True),
+        _module_mistake("running-stats-in-train", "In train mode your module normalizes with "
+                        "its running statistics (just updated) instead of the batch's own.",
+                        "Train mode normalizes with the batch's mean and biased variance; the "
+                        "running statistics are only updated there, and used in eval mode.",
+                        running_stats_in_train=True),
+        _module_mistake("running-var-holds-std", "Your module updates running_var with the "
+                        "batch's standard deviation, not its variance.", "running_var holds a "
+                        "variance: blend in the unbiased batch variance, x.var(dim=(0, 2, 3)).",
+                        running_std=True),
+        _module_mistake("counts-batches-in-eval", "Your module adds 1 to num_batches_tracked in "
+                        "eval mode as well.", "Count only training steps: increment "
+                        "num_batches_tracked where the running statistics are updated.",
+                        counts_in_eval=True),
         _module_mistake("eval-forgets-eps", "In eval mode your module divides by "
                         "sqrt(running_var), without eps.", "Eval mode normalizes exactly as "
                         "train mode does, with the running statistics: "
                         "torch.sqrt(running_var + self.eps).", eval_forgot_eps=True),
+        Mistake("not-per-channel-vectors", "Your module keeps a parameter or buffer in "
+                "another shape than torch.nn.BatchNorm2d's vectors of shape (C,), so the two "
+                "cannot exchange state_dicts.", "Keep weight, bias, running_mean and running_var "
+                "as (C,) vectors, and reshape them in forward: self.weight.view(1, -1, 1, 1)."),
         Mistake("running-stats-change-shape", "Your module's running statistics change shape "
                 "when they are updated (statistics taken with keepdim=True are (1, C, 1, 1)).",
                 "Update the buffers with per-channel vectors of shape (C,): "
