@@ -1,6 +1,10 @@
 """Mutation suite for notebook 03 (scale and shift): each wrong implementation below must
 be named with its catalogue id (see tests/mutation.py)."""
 
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 
@@ -257,3 +261,29 @@ def test_every_mistake_of_the_notebook_has_a_mutant():
 @pytest.mark.parametrize("exercise, mistake_id, implementation", MUTANTS, ids=MUTANTS.ids())
 def test_mutant_is_diagnosed(exercise, mistake_id, implementation):
     assert_diagnosed(exercise, mistake_id, implementation)
+
+
+def test_a_right_answer_importing_torch_for_the_first_time_passes():
+    # The first `import torch` runs batchnorm.py's module code under the checker's watch
+    # (and takes seconds of the time limit): neither may fail a right answer. A fresh
+    # interpreter, because this file has imported torch already.
+    code = textwrap.dedent("""
+        import sys
+        import numpy as np
+        from bn_course.checks import check
+
+        def batchnorm_forward(x, gamma, beta, eps=1e-5):
+            import torch
+            t = torch.from_numpy(np.ascontiguousarray(x))
+            var, mean = torch.var_mean(t, dim=0, correction=0)
+            return ((t - mean) / torch.sqrt(var + eps) * torch.from_numpy(gamma)
+                    + torch.from_numpy(beta)).numpy()
+
+        assert "torch" not in sys.modules
+        result = check("batchnorm_forward", batchnorm_forward)
+        print(result.passed, result.message)
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("True"), done.stdout

@@ -152,6 +152,13 @@ def update_hard_coded_momentum(running_mean, running_var, x, momentum=0.1):
             0.9 * running_var + 0.1 * x.var(axis=0, ddof=1))
 
 
+# Keras' default decay written into the formula: the batch always weighs 0.01.
+@MUTANTS.make("update_running_stats", "observation:momentum-weight")
+def update_hard_coded_keras_decay(running_mean, running_var, x, momentum=0.1):
+    return (0.99 * running_mean + 0.01 * x.mean(axis=0),
+            0.99 * running_var + 0.01 * x.var(axis=0, ddof=1))
+
+
 # (var, mean) instead of (mean, var), with torch.var_mean's order in mind.
 @MUTANTS.make("update_running_stats", "outputs-swapped")
 def update_in_var_mean_order(running_mean, running_var, x, momentum=0.1):

@@ -21,7 +21,8 @@ def statistics(x, axis=0, ddof=0, stat="var", one_pass=False):
 def normalized(x, mean, var, eps, eps_place="inside", divide_by="std", centre="once"):
     """x_hat. eps_place: "inside" sqrt(var + eps), "outside" sqrt(var) + eps,
     "missing", "after" (added to the quotient) or "floor" sqrt(max(var, eps)).
-    divide_by "var" forgets the square root. centre: "once", "never" or "twice" (the mean subtracted again)."""
+    divide_by "var" forgets the square root. centre: "once", "never" or "twice" (the
+    mean subtracted again)."""
     centred = {"once": x - mean, "never": x, "twice": x - 2 * mean}[centre]
     if divide_by == "var":
         return centred / (var + (0 if eps_place == "missing" else eps))

@@ -13,6 +13,7 @@ from bn_course.checks._core import (
     InputModified,
     Mistake,
     Observation,
+    aligned,
     explain_error,
     knob_mistake,
 )
@@ -79,10 +80,44 @@ def _update_with(weight_of_new="momentum", ddof=1, stat="var", update_var=True, 
     return update_running_stats
 
 
+def _weight_of_batch(case, new_mean):
+    """w in new = (1 - w) * old + w * batch mean, when one w fits every feature; else None."""
+    old = np.asarray(case.args["running_mean"], dtype=np.float64)
+    gap = np.asarray(case.args["x"], dtype=np.float64).mean(axis=0) - old
+    new = aligned(old, new_mean)
+    if new.shape != old.shape or not np.issubdtype(new.dtype, np.number):
+        return None
+    usable = np.abs(gap) > 1e-3 * np.max(np.abs(gap))
+    weights = (new.astype(np.float64) - old)[usable] / gap[usable]
+    return float(weights[0]) if np.allclose(weights, weights[0], rtol=case.tolerance,
+                                            atol=case.tolerance) else None
+
+
+def implied_momentum(exercise, candidate, played):
+    """The weight the candidate gives the batch mean, case by case, when it is a
+    moving average at all and the weight is not the momentum."""
+    seen = {}
+    for p in played:
+        if p.outputs is None:
+            continue
+        weight = _weight_of_batch(p.case, p.outputs[0][1])
+        if weight is None:
+            return []
+        seen[p.case.kwargs.get("momentum")] = weight  # None: the default momentum
+    if not seen or all(abs(w - (0.1 if m is None else m)) <= 1e-4 for m, w in seen.items()):
+        return []
+    pairs = ", ".join(f"{w:.4g} for " + ("the default momentum" if m is None else f"momentum={m:g}")
+                      for m, w in seen.items())
+    return [Observation("momentum-weight",
+                        f"Your new running mean is (1 - w) * old + w * batch mean with w = "
+                        f"{pairs}. In PyTorch w is the momentum itself.")]
+
+
 UPDATE_RUNNING_STATS = Exercise(
     "update_running_stats", ref.update_running_stats,
     "update_running_stats(running_mean, running_var, x, momentum=0.1)", update_cases,
-    build=_update_with, probes=(_probes.wrong_defaults, _probes.constant_factor),
+    build=_update_with,
+    probes=(_probes.wrong_defaults, implied_momentum, _probes.constant_factor),
     hint=MOMENTUM_HINT,
     mistakes=[
         knob_mistake("old-value-momentum-and-biased-running-var", OLD_VALUE_CONVENTION,
