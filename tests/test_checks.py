@@ -836,6 +836,49 @@ class ModuleUpdatingFromDetachedStatistics(ModuleFromScratch):
         return x_hat * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
 
 
+@correct("BatchNorm2d")
+class ModuleWithTorchsOptions(torch.nn.Module):
+    """The full constructor of torch's layer (affine, track_running_stats, momentum=None
+    for a cumulative average), parameters made empty and then reset."""
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
+                 track_running_stats=True):
+        super().__init__()
+        self.eps, self.momentum = eps, momentum
+        self.affine, self.track_running_stats = affine, track_running_stats
+        self.weight = torch.nn.Parameter(torch.empty(num_features))
+        self.bias = torch.nn.Parameter(torch.empty(num_features))
+        self.register_buffer("running_mean", torch.empty(num_features))
+        self.register_buffer("running_var", torch.empty(num_features))
+        self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        torch.nn.init.ones_(self.weight)
+        torch.nn.init.zeros_(self.bias)
+        self.running_mean.zero_()
+        self.running_var.fill_(1.0)
+
+    def forward(self, x):
+        use_batch = self.training or not self.track_running_stats
+        if use_batch:
+            mean = x.mean(dim=(0, 2, 3))
+            var = x.var(dim=(0, 2, 3), unbiased=False)
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked += 1
+            factor = (1.0 / float(self.num_batches_tracked) if self.momentum is None
+                      else self.momentum)
+            count = x.numel() / x.size(1)
+            with torch.no_grad():
+                self.running_mean.copy_(factor * mean + (1 - factor) * self.running_mean)
+                self.running_var.copy_(factor * var * count / (count - 1)
+                                       + (1 - factor) * self.running_var)
+        if not use_batch:
+            mean, var = self.running_mean, self.running_var
+        x_hat = (x - mean[None, :, None, None]) / torch.sqrt(var[None, :, None, None] + self.eps)
+        return x_hat * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+
+
 @correct("steps_to_reach")
 def steps_in_a_loop(steps, accuracy, target):
     for step, value in zip(steps, accuracy):

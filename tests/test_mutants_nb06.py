@@ -541,6 +541,41 @@ class ModuleCountsEveryCall(StudentBatchNorm2d):
         return super().forward(x)
 
 
+# The paper's names: gamma and beta as parameters (a GAN repository's and d2l's modules).
+@MUTANTS.make("BatchNorm2d", "state-dict-names-differ")
+class ModuleGammaBeta(torch.nn.Module):
+    def __init__(self, num_features, eps=1e-5, momentum=0.1):
+        super().__init__()
+        self.eps, self.momentum = eps, momentum
+        self.gamma = torch.nn.Parameter(torch.ones(num_features))
+        self.beta = torch.nn.Parameter(torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+        self.register_buffer("num_batches_tracked", torch.tensor(0))
+
+    def forward(self, x):
+        if self.training:
+            var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=0)
+            with torch.no_grad():
+                count = x.numel() // x.shape[1]
+                self.running_mean.lerp_(mean, self.momentum)
+                self.running_var.lerp_(var * count / (count - 1), self.momentum)
+                self.num_batches_tracked += 1
+        else:
+            mean, var = self.running_mean, self.running_var
+        x_hat = (x - channel_view(mean)) / torch.sqrt(channel_view(var) + self.eps)
+        return channel_view(self.gamma) * x_hat + channel_view(self.beta)
+
+
+# d2l's names for the running statistics (moving_mean, moving_var) as buffers.
+@MUTANTS.make("BatchNorm2d", "state-dict-names-differ")
+class ModuleMovingStatistics(StudentBatchNorm2d):
+    def keep_state(self, **tensors):
+        renamed = {"running_mean": "moving_mean", "running_var": "moving_var"}
+        for name, value in tensors.items():
+            self.register_buffer(renamed.get(name, name), value)
+
+
 # --- the tests --------------------------------------------------------------
 
 def test_the_student_class_that_mutants_override_is_correct():

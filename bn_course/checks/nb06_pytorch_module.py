@@ -197,6 +197,8 @@ def _check_state_keys(keys):
     message = (f"Your module's state_dict differs from torch.nn.BatchNorm2d's: missing "
                f"{missing or 'nothing'}, unexpected {extra or 'nothing'}.")
     buffers = {"running_mean", "running_var", "num_batches_tracked"}
+    if extra and missing:  # gamma and beta, moving_mean... for PyTorch's names
+        raise CandidateProblem(message, "state-dict-names-differ")
     all_buffers_missing = buffers <= set(missing) and not extra
     raise CandidateProblem(message, "buffers-not-registered" if all_buffers_missing else None)
 
@@ -426,6 +428,11 @@ BATCHNORM2D = Exercise(
                         "sqrt(running_var), without eps.", "Eval mode normalizes exactly as "
                         "train mode does, with the running statistics: "
                         "torch.sqrt(running_var + self.eps).", eval_forgot_eps=True),
+        Mistake("state-dict-names-differ", "Your module names its parameters or buffers "
+                "differently from torch.nn.BatchNorm2d (gamma and beta, moving_mean...), so "
+                "the two cannot exchange state_dicts.", "Use PyTorch's names: weight, bias "
+                "(nn.Parameter), running_mean, running_var and num_batches_tracked "
+                "(register_buffer)."),
         Mistake("not-per-channel-vectors", "Your module keeps a parameter or buffer in "
                 "another shape than torch.nn.BatchNorm2d's vectors of shape (C,), so the two "
                 "cannot exchange state_dicts.", "Keep weight, bias, running_mean and running_var "
