@@ -91,14 +91,14 @@ def bench_layers(demo):
               ("notebook's BatchNorm2d, as 1d", demo.Network(build_mlp,
                                                              demo.as_batchnorm1d(pasted)))]
     print(f"\nlayers: the paper's BN run, {demo.PAPER.steps} steps ({load()})")
-    print(f"{'':<38}{'wall s':>8}{'vs torch':>10}{'max |loss diff|':>17}")
-    torch_run = torch_seconds = None
+    print(f"{'':<38}{'wall s':>8}{'cpu s':>8}{'cpu vs torch':>14}{'max |loss diff|':>17}")
+    torch_run = torch_cpu = None
     for name, network in layers:
         with stopwatch({}) as row, contextlib.redirect_stderr(io.StringIO()):
             history = demo.run(replace(demo.PAPER, bn=True, network=network))
-        torch_run, torch_seconds = torch_run or history, torch_seconds or row["wall"]
+        torch_run, torch_cpu = torch_run or history, torch_cpu or row["cpu"]
         difference = max(abs(a - b) for a, b in zip(history.loss, torch_run.loss))
-        print(f"{name:<38}{row['wall']:>8.2f}{row['wall'] / torch_seconds:>9.1f}x"
+        print(f"{name:<38}{row['wall']:>8.2f}{row['cpu']:>8.2f}{row['cpu'] / torch_cpu:>13.1f}x"
               f"{difference:>17.1e}")
 
 
