@@ -9,6 +9,7 @@ from bn_course.reference import numpy as ref
 
 BIASED_HINT = ("The forward pass normalized with the biased variance (divide by N), so its "
                "gradient divides by N as well.")
+DGAMMA_HINT = "out = gamma * x_hat + beta, so dgamma = sum(dout * x_hat, axis=0)."
 DX_FORMULA = "dx = gamma / std * (dout - mean(dout) - x_hat * mean(dout * x_hat))."
 
 
@@ -69,15 +70,12 @@ def _backward_mistakes():
                      "instead of over the batch.", "gamma has one entry per feature: sum "
                      "dout * x_hat over axis=0.", dgamma_axis=1),
         knob_mistake("dgamma-uses-x-not-xhat", "Your dgamma multiplies dout by x instead of by "
-                     "the normalized x_hat.", "out = gamma * x_hat + beta, so dgamma = "
-                     "sum(dout * x_hat, axis=0).", dgamma_of="x"),
+                     "the normalized x_hat.", DGAMMA_HINT, dgamma_of="x"),
         knob_mistake("dgamma-without-xhat", "Your dgamma is the sum of dout alone, the same as "
-                     "dbeta: x_hat is missing.", "out = gamma * x_hat + beta, so dgamma = "
-                     "sum(dout * x_hat, axis=0).", dgamma_of="nothing"),
+                     "dbeta: x_hat is missing.", DGAMMA_HINT, dgamma_of="nothing"),
         knob_mistake("dgamma-without-std", "Your dgamma multiplies dout by x - mean, not by "
                      "x_hat = (x - mean) / std: the division by the standard deviation is "
-                     "missing.", "out = gamma * x_hat + beta, so dgamma = "
-                     "sum(dout * x_hat, axis=0).", dgamma_of="centred"),
+                     "missing.", DGAMMA_HINT, dgamma_of="centred"),
         knob_mistake("param-grads-summed-over-everything", "Your dgamma and dbeta are single "
                      "numbers: np.sum without an axis adds up every entry.", "gamma and beta "
                      "have one entry per feature: sum over axis=0 only.",

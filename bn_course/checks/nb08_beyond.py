@@ -263,9 +263,8 @@ def _fold_with(forgot_eps=False, eps_outside=False, var_not_std=False, bias="fol
         std = var if var_not_std else np.sqrt(var)
         scale = bn.weight / (std + bn.eps if eps_outside else std)
         shift = bn.bias - bn.running_mean * scale  # BN's own shift in eval mode
-        folded_bias = {"folded": conv_b * scale + shift, "ignored": conv_b * scale + shift,
-                       "unscaled": conv_b + shift,
-                       "no-mean-shift": conv_b * scale + bn.bias}[bias]
+        folded_bias = {"unscaled": conv_b + shift,  # "ignored" has conv_b = 0 already
+                       "no-mean-shift": conv_b * scale + bn.bias}.get(bias, conv_b * scale + shift)
         return conv_weight * scale.reshape((-1,) + (1,) * (conv_weight.ndim - 1)), folded_bias
 
     return fold
