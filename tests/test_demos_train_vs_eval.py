@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from answers import solution
 
 from bn_course.data import drifting_stream
 from bn_course.demos import train_vs_eval as demo
@@ -91,6 +92,36 @@ def test_forgetting_eval_mode_costs_accuracy_on_tiny_batches(lab_result):
     assert tiny < lab_result.eval_accuracy - 0.3
     assert tiny < small < large
     assert large > lab_result.eval_accuracy - 0.05
+
+
+def test_the_numpy_network_in_eval_mode_agrees_with_torch(lab_result):
+    assert lab_result.eval_accuracy == lab_result.torch_eval_accuracy
+
+
+def test_forgot_eval_lab_runs_your_batchnorm1d(not_grading, capsys):
+    calls = []
+    YourBatchNorm1d = solution("04_train_vs_eval", "BatchNorm1d")
+
+    class Counted(YourBatchNorm1d):
+        def __call__(self, x):
+            calls.append(self.training)
+            return super().__call__(x)
+
+    fig = demo.forgot_eval_lab(Counted, steps=20)
+    assert "with your BatchNorm1d" in fig.axes[0].get_title()
+    assert True in calls and False in calls  # train mode and eval mode both ran it
+    assert capsys.readouterr().out == ""
+
+
+def test_forgot_eval_lab_uses_the_course_layer_until_yours_passes(not_grading, capsys):
+    class Unfinished:
+        def __init__(self, num_features, eps=1e-5, momentum=0.1):
+            raise NotImplementedError()
+
+    fig = demo.forgot_eval_lab(Unfinished, steps=20)
+    assert "with the course's BatchNorm1d" in fig.axes[0].get_title()
+    out = capsys.readouterr().out
+    assert "your `BatchNorm1d`, which does not pass its self-check yet: Not implemented" in out
 
 
 def test_forgot_eval_figure_draws_one_bar_per_batch_size(lab_result):
