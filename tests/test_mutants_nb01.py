@@ -162,6 +162,19 @@ def var_torch_std(x):
     return torch.std(as_tensor(x), dim=0, unbiased=False).numpy()
 
 
+# torch.Tensor(x) makes float32 whatever x was: right to about 7 digits, wrong where the
+# values are near 1e4 and 1e6.
+@MUTANTS.make("batch_var", "observation:loses-digits")
+def var_through_float32_tensor(x):
+    return torch.Tensor(x).var(dim=0, unbiased=False).numpy()
+
+
+# Two at once, in float32: torch.Tensor(x) and torch.var's unbiased default.
+@MUTANTS.make("batch_var", "observation:constant-factor")
+def var_float32_tensor_unbiased(x):
+    return torch.Tensor(x).var(dim=0).numpy()
+
+
 # --- the tests --------------------------------------------------------------
 
 def test_every_mistake_of_the_notebook_has_a_mutant():

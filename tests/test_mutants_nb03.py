@@ -246,6 +246,14 @@ def forward_cs231n_out_and_cache(x, gamma, beta, eps=1e-5):
     return gamma * x_hat + beta, (x_hat, gamma, xmu, ivar, var, eps)
 
 
+# torch.Tensor(x) turns float64 input into float32: the formula is right, the digits are not.
+@MUTANTS.make("batchnorm_forward", "observation:loses-digits")
+def forward_through_float32_tensors(x, gamma, beta, eps=1e-5):
+    t = torch.Tensor(x)
+    var, mean = torch.var_mean(t, dim=0, unbiased=False)
+    return (torch.Tensor(gamma) * (t - mean) / torch.sqrt(var + eps) + torch.Tensor(beta)).numpy()
+
+
 # Keras' default epsilon (1e-3) in the signature; otherwise right.
 @MUTANTS.make("batchnorm_forward", "observation:wrong-default")
 def forward_keras_default_eps(x, gamma, beta, eps=1e-3):

@@ -174,6 +174,14 @@ def update_keras_var_first(running_mean, running_var, x, momentum=0.1):
             momentum * running_mean + (1 - momentum) * x.mean(axis=0))
 
 
+# x cast to float32 first "to save memory".
+@MUTANTS.make("update_running_stats", "observation:loses-digits")
+def update_in_float32(running_mean, running_var, x, momentum=0.1):
+    x = x.astype(np.float32)
+    return ((1 - momentum) * running_mean + momentum * x.mean(axis=0),
+            (1 - momentum) * running_var + momentum * x.var(axis=0, ddof=1))
+
+
 # CS231n's default momentum (0.9) in the signature, with PyTorch's formula.
 @MUTANTS.make("update_running_stats", "observation:wrong-default")
 def update_cs231n_default_momentum(running_mean, running_var, x, momentum=0.9):
@@ -275,6 +283,14 @@ def eval_swapped_without_eps(x, running_mean, running_var, gamma, beta, eps=1e-5
 def eval_cs231n_out_and_cache(x, running_mean, running_var, gamma, beta, eps=1e-5):
     out = gamma * (x - running_mean) / np.sqrt(running_var + eps) + beta
     return out, None
+
+
+# A folded scale and shift computed in float32.
+@MUTANTS.make("batchnorm_eval", "observation:loses-digits")
+def eval_folded_in_float32(x, running_mean, running_var, gamma, beta, eps=1e-5):
+    scale = (gamma / np.sqrt(running_var + eps)).astype(np.float32)
+    shift = (beta - running_mean * gamma / np.sqrt(running_var + eps)).astype(np.float32)
+    return x.astype(np.float32) * scale + shift
 
 
 # Keras' default epsilon in the signature; otherwise right.
@@ -629,6 +645,38 @@ class HardCodedEps(StudentBatchNorm1d):
 class HardCodesBoth(HardCodedEps):
     def weight_of_new(self):
         return 0.1
+
+
+# A torch forum layer (and an old Chainer bug): the variance is stored with eps already
+# added, and eval mode adds eps again.
+@MUTANTS.make("BatchNorm1d", "eps-in-running-var")
+class EpsStoredInRunningVar(StudentBatchNorm1d):
+    def running_update_var(self, x):
+        return np.var(x, axis=0, ddof=1) + self.eps
+
+
+# A momentum batch norm seen in research code: the first batch resets the statistics.
+@MUTANTS.make("BatchNorm1d", "running-stats-start-from-first-batch")
+class FirstBatchResets(StudentBatchNorm1d):
+    def update(self, x):
+        if getattr(self, "steps", 0) == 0:
+            self.running_mean = x.mean(axis=0)
+            self.running_var = x.var(axis=0, ddof=1)
+        else:
+            super().update(x)
+        self.steps = getattr(self, "steps", 0) + 1
+
+
+# Two at once: CS231n's convention AND the first batch resetting the statistics.
+@MUTANTS.make("BatchNorm1d",
+              "old-value-momentum-and-biased-running-var+running-stats-start-from-first-batch")
+class Cs231nFirstBatchResets(Cs231nConvention):
+    def update(self, x):
+        if getattr(self, "steps", 0) == 0:
+            self.running_mean, self.running_var = x.mean(axis=0), x.var(axis=0)
+        else:
+            super().update(x)
+        self.steps = getattr(self, "steps", 0) + 1
 
 
 # Eval mode returns x_hat: gamma and beta forgotten on the inference path.

@@ -193,8 +193,29 @@ def wrong_defaults(exercise, candidate, played):
     return observations
 
 
-FORWARD_PROBES = (wrong_defaults, ignores_eps, normalized_statistics, rows_depend_on_batch,
-                  constant_factor)
+def loses_digits(exercise, candidate, played, large=1e3, close=1e-4):
+    """Right to about 4 digits everywhere, and wrong beyond that only on the cases with
+    large values (offsets of 1e4, 1e6): the signature of lost precision."""
+    wrong = [p for p in played if p.differences()]
+    if not wrong or any(p.case.args.get("x") is None for p in wrong):
+        return []
+    offset = [p for p in wrong if np.max(np.abs(p.case.args["x"])) > large]
+    if not offset or any(p.worst_error() > close for p in wrong if p not in offset):
+        return []
+    worst = max(p.worst_error() for p in offset)
+    if not np.isfinite(worst) or worst > 0.1:
+        return []
+    sizes = sorted({int(round(np.log10(np.max(np.abs(p.case.args["x"]))))) for p in offset})
+    near = " and ".join(f"1e{size}" for size in sizes)
+    return [Observation("loses-digits",
+                        f"Your answer is right to 4 digits or better on the cases without large "
+                        f"values, and off (relative error up to {worst:.1e}) only where x holds "
+                        f"values near {near}: digits are lost there, as float32 arithmetic or "
+                        f"the one-pass variance E[x^2] - E[x]^2 lose them.")]
+
+
+FORWARD_PROBES = (wrong_defaults, loses_digits, ignores_eps, normalized_statistics,
+                  rows_depend_on_batch, constant_factor)
 
 
 def _normalized_over(out, count_of):

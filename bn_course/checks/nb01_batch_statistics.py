@@ -49,7 +49,7 @@ def _var_with(axis=0, ddof=0, root=False, centred=True, one_pass=False):
 BATCH_MEAN = Exercise(
     "batch_mean", ref.batch_mean, "batch_mean(x)", statistic_cases, build=_mean_with,
     hint="One mean per feature, taken over the examples (the batch axis): shape (D,).",
-    probes=(_probes.constant_factor,),
+    probes=(_probes.loses_digits, _probes.constant_factor),
     mistakes=[
         knob_mistake("axis-0-vs-1", "You averaged over the features of each example (axis=1), "
                      "giving one value per example instead of one per feature.", AXIS_HINT,
@@ -63,7 +63,7 @@ BATCH_MEAN = Exercise(
 BATCH_VAR = Exercise(
     "batch_var", ref.batch_var, "batch_var(x)", statistic_cases, build=_var_with,
     hint="Per feature: the mean of the squared deviations from that feature's mean.",
-    probes=(_probes.constant_factor,),
+    probes=(_probes.loses_digits, _probes.constant_factor),
     mistakes=[
         knob_mistake("axis-0-vs-1", "You took the variance across the features of each example "
                      "(axis=1).", AXIS_HINT, axis=1),

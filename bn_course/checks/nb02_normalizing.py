@@ -56,8 +56,8 @@ NORMALIZE = Exercise(
     "normalize", ref.normalize, "normalize(x, mean, var, eps=1e-5)", normalize_cases,
     build=_normalize_with, hint="Centre x with the given mean, then divide by the standard "
     "deviation that the given var and eps make.",
-    probes=(_probes.wrong_defaults, _probes.ignores_eps, _probes.rows_depend_on_batch,
-            _probes.constant_factor),
+    probes=(_probes.wrong_defaults, _probes.loses_digits, _probes.ignores_eps,
+            _probes.rows_depend_on_batch, _probes.constant_factor),
     mistakes=EPS_MISTAKES + [
         EPS_AS_FLOOR,
         knob_mistake("var-instead-of-std", "You divided by the variance instead of the standard "

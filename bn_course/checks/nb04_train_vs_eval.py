@@ -117,7 +117,8 @@ UPDATE_RUNNING_STATS = Exercise(
     "update_running_stats", ref.update_running_stats,
     "update_running_stats(running_mean, running_var, x, momentum=0.1)", update_cases,
     build=_update_with,
-    probes=(_probes.wrong_defaults, implied_momentum, _probes.constant_factor),
+    probes=(_probes.wrong_defaults, _probes.loses_digits, implied_momentum,
+            _probes.constant_factor),
     hint=MOMENTUM_HINT,
     mistakes=[
         knob_mistake("old-value-momentum-and-biased-running-var", OLD_VALUE_CONVENTION,
@@ -214,6 +215,8 @@ class _BuggyBatchNorm1d:
     eval_affine = None         # another _steps.scaled slip in eval mode only
     fixed_momentum = None      # the momentum argument ignored, this value used
     fixed_eps = None           # the eps argument ignored, this value used
+    eps_in_running_var = False  # var + eps blended in: eval mode then adds eps twice
+    first_batch_sets_running = False  # the first train batch replaces the start values
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1):
         self.eps, self.momentum, self.training = eps, momentum, True
@@ -233,9 +236,12 @@ class _BuggyBatchNorm1d:
         weight_new = 1 - momentum if self.flipped_momentum else momentum
         _, var = _steps.statistics(x, ddof=0 if self.biased_running_var else 1,
                                    stat=self.running_stat)
+        var = var[0] + (self.eps if self.eps_in_running_var else 0)
+        if self.first_batch_sets_running and not getattr(self, "started", False):
+            self.started, weight_new = True, 1.0
         self.running_mean = (1 - weight_new) * self.running_mean + weight_new * x.mean(axis=0)
         if self.update_var:
-            self.running_var = (1 - weight_new) * self.running_var + weight_new * var[0]
+            self.running_var = (1 - weight_new) * self.running_var + weight_new * var
 
     def _scale_shift(self, x, mean, var):
         eps = self.eps if self.fixed_eps is None else self.fixed_eps
@@ -448,6 +454,16 @@ BATCHNORM1D = Exercise(
         knob_mistake("ignores-eps", "Your layer ignores its eps: it always uses PyTorch's "
                      "default, 1e-5.", "Use self.eps, set from the constructor's argument.",
                      fixed_eps=1e-5),
+        knob_mistake("eps-in-running-var", "Your layer adds eps to the batch variance before "
+                     "blending it into running_var, so eval mode adds eps twice.",
+                     "Keep eps out of the statistics: it is added only where you divide.",
+                     eps_in_running_var=True),
+        knob_mistake("running-stats-start-from-first-batch", "Your layer's first train step "
+                     "replaces running_mean and running_var with that batch's statistics "
+                     "instead of blending them into the start values.",
+                     "Every train step, the first one included, blends: (1 - momentum) * "
+                     "running + momentum * batch, starting from zeros and ones.",
+                     first_batch_sets_running=True),
         knob_mistake("eval-forgets-scale-and-shift", "In eval mode your layer returns the "
                      "normalized x without gamma and beta.", "Eval mode scales and shifts too: "
                      "only the statistics change between the modes.", eval_affine="none"),
