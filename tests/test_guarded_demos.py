@@ -131,7 +131,7 @@ def run_cell(source, namespace):
         with contextlib.redirect_stdout(out):
             exec(compile(tree, "<cell>", "exec"), namespace)  # noqa: S102
             if last is not None:
-                repr(eval(compile(ast.Expression(last.value), "<cell>", "eval"), namespace))  # noqa: S307
+                repr(eval(compile(ast.Expression(last.value), "<cell>", "eval"), namespace))
     except Exception as error:  # noqa: BLE001 -- judged by where it was raised
         return out.getvalue(), error
     return out.getvalue(), None
@@ -203,3 +203,30 @@ def _original_answers(notebook):
         if grader(cell).get("solution") and cell["cell_type"] == "code":
             names |= defined_names("".join(cell["source"]))
     return names
+
+
+def test_a_verdict_belongs_to_its_exercise():
+    from answers import solution
+
+    from bn_course.demos._guard import self_check_problem
+
+    batch_mean = solution("01_batch_statistics", "batch_mean")
+    assert self_check_problem("batch_mean", batch_mean) is None
+    assert self_check_problem("batch_var", batch_mean)  # a mean is not a variance
+    assert self_check_problem("batch_mean", batch_mean) is None  # remembered per exercise
+
+
+def test_one_line_per_cell_in_a_kernel():
+    """A cell that asks twice about the same answer prints its line once; the next cell
+    prints it again."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    notebook = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("from bn_course.demos._guard import say\n"
+                                  "say('same')\nsay('same')\nsay('other')"),
+        nbformat.v4.new_code_cell("say('other')"),
+    ])
+    NotebookClient(notebook, timeout=60, kernel_name="python3").execute()  # shuts it down
+    printed = ["".join(output["text"] for output in cell.outputs) for cell in notebook.cells]
+    assert printed == ["same\nother\n", "other\n"]

@@ -19,12 +19,12 @@ kind of line.
 import contextlib
 import weakref
 
-__all__ = ["Failed", "WrongOutput", "array_shaped", "call_yours", "passes", "running_yours",
-           "say", "self_check_problem", "yours_or_none", "yours_or_ours"]
+__all__ = ["Failed", "WrongOutput", "array_shaped", "call_yours", "running_yours", "say",
+           "self_check_problem", "yours_or_none", "yours_or_ours"]
 
-# The verdicts of answers already checked: a slider panel or a notebook cell that asks
-# twice about the same function object pays once. A student who edits and reruns the
-# cell creates a new object, which is checked afresh.
+# The verdicts on answers already checked, {answer: {exercise name: problem}}: a slider
+# panel or a notebook cell that asks twice about the same function object pays once. A
+# student who edits and reruns the cell creates a new object, which is checked afresh.
 _verdicts = weakref.WeakKeyDictionary()
 
 
@@ -32,7 +32,7 @@ def self_check_problem(name, candidate):
     """None when ``candidate`` passes the self-check of exercise ``name``; otherwise the
     first line of the diagnosis."""
     try:
-        return _verdicts[candidate]
+        return _verdicts[candidate][name]
     except (KeyError, TypeError):  # TypeError: not weak-referenceable (None, a number)
         pass
     from bn_course.checks import check
@@ -40,15 +40,10 @@ def self_check_problem(name, candidate):
     result = check(name, candidate)
     problem = None if result.passed else _first_line(result.message)
     try:
-        _verdicts[candidate] = problem
+        _verdicts.setdefault(candidate, {})[name] = problem
     except TypeError:
         pass
     return problem
-
-
-def passes(name, candidate):
-    """True when ``candidate`` passes the self-check of exercise ``name``."""
-    return self_check_problem(name, candidate) is None
 
 
 def yours_or_ours(name, yours, ours, what="figure"):
