@@ -679,6 +679,31 @@ class Cs231nFirstBatchResets(Cs231nConvention):
         self.steps = getattr(self, "steps", 0) + 1
 
 
+# Two at once: Keras' momentum AND a running variance that never moves (Keras-core's bug).
+@MUTANTS.make("BatchNorm1d", "momentum-convention-flipped+forgot-running-var")
+class KerasMeanOnly(RunningVarNeverUpdated):
+    def weight_of_new(self):
+        return 1 - self.momentum
+
+
+# Two at once: torch.var's unbiased default when normalizing AND eps on the std.
+@MUTANTS.make("BatchNorm1d", "unbiased-variance+eps-outside-sqrt")
+class SampleStdPlusEps(StudentBatchNorm1d):
+    def batch_statistics(self, x):
+        mean = x.mean(axis=0, keepdims=True)
+        return mean, x.var(axis=0, ddof=1, keepdims=True)
+
+    def scale_shift(self, x, mean, var):
+        return (x - mean) / (np.sqrt(var) + self.eps) * self.gamma + self.beta
+
+
+# Two at once: the update at the top of __call__ (also in eval) AND no batch-of-one check.
+@MUTANTS.make("BatchNorm1d", "updates-in-eval+no-error-for-batch-of-one")
+class UpdatesAlwaysNoCheck(UpdatesBeforeCheckingTheMode):
+    def check_batch(self, x):
+        pass
+
+
 # Eval mode returns x_hat: gamma and beta forgotten on the inference path.
 @MUTANTS.make("BatchNorm1d", "eval-forgets-scale-and-shift")
 class EvalWithoutAffine(StudentBatchNorm1d):
