@@ -413,6 +413,41 @@ def groupnorm_keras_default_eps(x, gamma, beta, num_groups, eps=1e-3):
     return x_hat.reshape(x.shape) * like_channels(gamma, x) + like_channels(beta, x)
 
 
+# TabNet's ghost batch norm: x.chunk(ceil(N / B)), equal chunks of N / k examples.
+@MUTANTS.make("ghost_batchnorm_forward", "ghost-equal-chunks")
+def ghost_chunks_of_equal_size(x, gamma, beta, virtual_batch_size, eps=1e-5):
+    chunks = as_tensor(x).chunk(int(np.ceil(len(x) / virtual_batch_size)), 0)
+    out = [(c - c.mean(0)) / torch.sqrt(c.var(0, unbiased=False) + eps) for c in chunks]
+    return torch.cat(out).numpy() * gamma + beta
+
+
+@MUTANTS.make("ghost_batchnorm_forward", "ghost-equal-chunks")
+def ghost_array_split_into_ceil_pieces(x, gamma, beta, virtual_batch_size, eps=1e-5):
+    pieces = np.array_split(x, -(-len(x) // virtual_batch_size))
+    return np.concatenate([(p - p.mean(0)) / np.sqrt(p.var(0) + eps) for p in pieces]) * gamma \
+        + beta
+
+
+# A loop over floor(N / B) full slices, written back into (a copy of) x: the short tail is
+# left as it came in (a TabNet port does this in place).
+@MUTANTS.make("ghost_batchnorm_forward", "ghost-short-slice-left-raw")
+def ghost_full_slices_only(x, gamma, beta, virtual_batch_size, eps=1e-5):
+    out = x.copy()
+    for i in range(len(x) // virtual_batch_size):
+        rows = slice(i * virtual_batch_size, (i + 1) * virtual_batch_size)
+        chunk = x[rows]
+        out[rows] = gamma * (chunk - chunk.mean(0)) / np.sqrt(chunk.var(0) + eps) + beta
+    return out
+
+
+# torch.split(x, N // B): slices of N // B examples, B read as the number of slices.
+@MUTANTS.make("ghost_batchnorm_forward", "observation:ignores-eps")
+def ghost_split_by_n_over_b_without_eps(x, gamma, beta, virtual_batch_size, eps=1e-5):
+    parts = as_tensor(x).split(max(1, len(x) // virtual_batch_size))
+    out = [(c - c.mean(0)) / c.std(0, unbiased=False) for c in parts]
+    return torch.cat(out).numpy() * gamma + beta
+
+
 @MUTANTS.make("ghost_batchnorm_forward", "observation:ignores-eps")
 def ghost_without_eps_strided(x, gamma, beta, virtual_batch_size, eps=1e-5):
     pieces = -(-len(x) // virtual_batch_size)

@@ -87,10 +87,12 @@ def _ghost_cases(group):
     # would then give the right virtual batches by accident.
     if group == "basic":
         layouts = [(f"a ({n}, {d}) batch in virtual batches of {b}", _cases.batch(rng, n, d), b)
-                   for n, d, b in [(12, 4, 3), (24, 5, 8), (32, 3, 4), (18, 4, 6)]]
+                   for n, d, b in [(12, 4, 3), (24, 5, 8), (32, 3, 4), (18, 4, 6), (14, 4, 6)]]
     elif group == "awkward":
         layouts = [
             ("a (10, 3) batch in virtual batches of 4 (the last holds 2)", _cases.batch(rng, 10, 3), 4),
+            # ceil(12 / 5) = 3 equal chunks would hold 4 examples each, not 5, 5 and 2.
+            ("a (12, 3) batch in virtual batches of 5 (the last holds 2)", _cases.batch(rng, 12, 3), 5),
             ("a (8, 4) batch in one virtual batch of 8", _cases.batch(rng, 8, 4), 8),
             ("a (6, 3) batch, smaller than the virtual batch size 16", _cases.batch(rng, 6, 3), 16),
             ("a single feature (12, 1) in virtual batches of 2", _cases.batch(rng, 12, 1), 2),
@@ -274,7 +276,8 @@ def _ghost_with(split="consecutive", ddof=0):
     """ghost_batchnorm_forward with one knob per mistake. split: "consecutive" (right),
     "whole" (one batch), "strided" (every k-th example), "count" (B pieces, not size B),
     "floor" (N // B pieces: too few when B does not divide N), "merge-last" (a short last
-    slice joined to the one before)."""
+    slice joined to the one before), "torch-chunk" and "array-split" (ceil(N / B) equal
+    pieces), "full-slices-only" (a short last slice left as it is)."""
 
     def ghost(x, gamma, beta, virtual_batch_size, eps=1e-5):
         n, size = len(x), virtual_batch_size
@@ -288,13 +291,22 @@ def _ghost_with(split="consecutive", ddof=0):
             "floor": lambda: np.array_split(np.arange(n), max(1, n // size)),
             "merge-last": lambda: [np.arange(start, n if start + 2 * size > n else start + size)
                                    for start in range(0, max(1, n - size + 1), size)],
+            # torch.chunk(x, ceil(N / B)): slices of ceil(N / k) examples, k = ceil(N / B)
+            "torch-chunk": lambda: [np.arange(start, min(start + -(-n // pieces), n))
+                                    for start in range(0, n, -(-n // pieces))],
+            "array-split": lambda: np.array_split(np.arange(n), pieces),
+            "full-slices-only": lambda: [np.arange(start, start + size)
+                                         for start in range(0, n - size + 1, size)],
         }[split]()
         out = np.empty(x.shape, dtype=x.dtype)
         for index in groups:
             chunk = x[index]
             out[index] = (chunk - chunk.mean(axis=0)) / np.sqrt(
-                chunk.var(axis=0, ddof=ddof) + eps)
-        return out * gamma + beta
+                chunk.var(axis=0, ddof=ddof) + eps) * gamma + beta
+        if split == "full-slices-only":  # the rest is returned as it came in
+            done = sum(len(index) for index in groups)
+            out[done:] = x[done:]
+        return out
 
     return ghost
 
@@ -420,6 +432,11 @@ FOLD_BATCHNORM_MISTAKES = [
                  "variance instead of its square root.", FOLD_HINT, var_not_std=True),
 ]
 
+EQUAL_CHUNKS = ("You cut x into k = ceil(N / virtual_batch_size) equal chunks (torch.chunk or "
+                "np.array_split): each holds about N / k examples, which in general is not "
+                "virtual_batch_size (12 examples in slices of 5 give 4, 4 and 4 instead of 5, "
+                "5 and 2).")
+
 GHOST_BATCHNORM_FORWARD_MISTAKES = [
     knob_mistake("ghost-stats-over-whole-batch", "You normalized with the statistics of the "
                  "whole batch: that is plain batch norm, and virtual_batch_size changes "
@@ -435,6 +452,11 @@ GHOST_BATCHNORM_FORWARD_MISTAKES = [
                  "(np.array_split or torch.chunk): when virtual_batch_size does not divide N, "
                  "the pieces come out larger than virtual_batch_size.", GHOST_HINT,
                  split="floor"),
+    knob_mistake("ghost-equal-chunks", EQUAL_CHUNKS, GHOST_HINT, split="torch-chunk"),
+    knob_mistake("ghost-equal-chunks", EQUAL_CHUNKS, GHOST_HINT, split="array-split"),
+    knob_mistake("ghost-short-slice-left-raw", "You normalized only the full slices of "
+                 "virtual_batch_size examples and returned the rest of x as it came in.",
+                 GHOST_HINT, split="full-slices-only"),
     knob_mistake("ghost-short-slice-merged", "You joined the short last slice to the one "
                  "before it, so one virtual batch holds more than virtual_batch_size "
                  "examples.", GHOST_HINT, split="merge-last"),
