@@ -146,3 +146,16 @@ def test_bn_generalizes_a_little_better_on_the_paper_runs(paper):
         assert gaps[label] == pytest.approx((train, test, train - test))
         assert train > 0.99
     assert gaps[demo.BN][2] < gaps[demo.NO_BN][2]
+
+
+def test_the_notebook_layer_trains_torchs_curve(paper):
+    """What notebook 07 says of the student's layer: over the 3,000 steps the losses agree
+    within 1e-6 and the test accuracies are identical."""
+    from answers import solution
+
+    network = demo.your_network(solution("07_training_comparisons", "build_mlp"),
+                                solution("07_training_comparisons", "BatchNorm2d"))
+    comparison = demo.compare_with_torch(network)
+    assert comparison.loss_difference < 1e-6
+    assert comparison.accuracy_difference == 0
+    assert demo.paper_runs(network)[demo.BN].test_accuracy == paper[demo.BN].test_accuracy
