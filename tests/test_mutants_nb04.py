@@ -704,6 +704,44 @@ class UpdatesAlwaysNoCheck(UpdatesBeforeCheckingTheMode):
         pass
 
 
+# The PyTorch habit: forward() written, layer(x) expected to call it.
+@MUTANTS.make("BatchNorm1d", "forward-without-call")
+class ForwardOnly:
+    def __init__(self, num_features, eps=1e-5, momentum=0.1):
+        self.layer = StudentBatchNorm1d(num_features, eps, momentum)
+        self.training = True
+        self.gamma, self.beta = self.layer.gamma, self.layer.beta
+        self.running_mean, self.running_var = self.layer.running_mean, self.layer.running_var
+
+    def train(self):
+        self.training = True
+
+    def eval(self):
+        self.training = False
+
+    def forward(self, x):
+        self.layer.training = self.training
+        return self.layer(x)
+
+
+# From-scratch libraries that call the mode flag something else (is_training, train_mode).
+@MUTANTS.make("BatchNorm1d", "no-training-attribute")
+class IsTrainingFlag(StudentBatchNorm1d):
+    def __init__(self, num_features, eps=1e-5, momentum=0.1):
+        super().__init__(num_features, eps, momentum)
+        del self.training
+        self.is_training = True
+
+    def train(self):
+        self.is_training = True
+
+    def eval(self):
+        self.is_training = False
+
+    def __call__(self, x):
+        return self.forward_train(x) if self.is_training else self.forward_eval(x)
+
+
 # Eval mode returns x_hat: gamma and beta forgotten on the inference path.
 @MUTANTS.make("BatchNorm1d", "eval-forgets-scale-and-shift")
 class EvalWithoutAffine(StudentBatchNorm1d):

@@ -303,6 +303,19 @@ def _what(value):
     return "None" if value is None else f"a {type(value).__name__}"
 
 
+def _check_interface(layer):
+    """PyTorch habits that a plain Python class does not share, named before any call."""
+    if not callable(layer) and callable(getattr(layer, "forward", None)):
+        raise CandidateProblem("Your layer defines forward() but not __call__, so layer(x) "
+                               "raises TypeError.", "forward-without-call")
+    if not hasattr(layer, "training"):
+        flags = [name for name in ("is_training", "train_mode", "mode", "_training")
+                 if hasattr(layer, name)]
+        found = f" (it has `{flags[0]}`)" if flags else ""
+        raise CandidateProblem(f"Right after construction, your layer has no attribute "
+                               f"`training`{found}.", "no-training-attribute")
+
+
 def _call(layer, x, where):
     """One call of the layer; the student's error names the call that raised."""
     try:
@@ -320,6 +333,7 @@ def _layer_case(description, batches, gamma, beta, kwargs, float32):
     def play(cls):
         d = batches[0].shape[1]
         layer = cls(d, **kwargs)
+        _check_interface(layer)
         arrays = _arrays_of(layer, d)
         # Snapshots: a layer may update its running arrays in place later on.
         outputs = [("training right after construction", bool(getattr(layer, "training", None))),
@@ -437,6 +451,13 @@ BATCHNORM1D = Exercise(
                 "must exist as soon as the layer is built, one value per feature.",
                 "Create them in __init__ with np.ones(num_features) / np.zeros(num_features); "
                 "a number, or None filled in at the first call, is not a per-feature array."),
+        Mistake("forward-without-call", "Only an nn.Module turns layer(x) into "
+                "layer.forward(x); this layer is a plain Python class.",
+                "Name the method __call__ (or add `def __call__(self, x): return "
+                "self.forward(x)`)."),
+        Mistake("no-training-attribute", "PyTorch's layers keep their mode in a boolean "
+                "attribute named `training`, which train() and eval() set.",
+                "Set self.training = True in __init__, and let train() and eval() set it."),
         Mistake("batch-of-one-wrong-error", "PyTorch raises ValueError for a batch of one in "
                 "train mode, and code that catches it expects that type.",
                 "Raise ValueError (not assert, not another exception) when x.shape[0] < 2 in "
