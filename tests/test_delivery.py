@@ -99,12 +99,12 @@ def test_readme_has_one_badge_line_under_its_title():
 
 @pytest.fixture
 def simulated(monkeypatch):
-    """Run the setup cell with a stub pip: ``run(colab, installed)`` returns the pip
+    """Run the setup cell with a stub pip: ``run(on_colab, installed)`` returns the pip
     commands it ran. ``installed`` is the set of importable modules; the stub pip
     "installs" what it is asked for (``pip_works=False``: it installs nothing)."""
     import importlib.util
 
-    def run(colab, installed, pip_works=True):
+    def run(on_colab, installed, pip_works=True):
         commands = []
         pip_names = {package: module for module, package in colab.LIGHT_DEPENDENCIES.items()}
 
@@ -117,7 +117,7 @@ def simulated(monkeypatch):
         monkeypatch.setattr(subprocess, "check_call", fake_pip)
         monkeypatch.setattr(importlib.util, "find_spec",
                             lambda name, package=None: object() if name in installed else None)
-        if colab:
+        if on_colab:
             monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
         else:
             monkeypatch.delitem(sys.modules, "google.colab", raising=False)
@@ -132,36 +132,36 @@ EVERYTHING_BUT_THE_PACKAGE = {"torch", "numpy", "matplotlib", "ipywidgets", "tqd
 
 
 def test_setup_cell_does_nothing_in_a_local_install(simulated, capsys):
-    assert simulated(colab=False, installed=EVERYTHING_BUT_THE_PACKAGE | {"bn_course"}) == []
-    assert simulated(colab=False, installed=set()) == []  # not Colab: never installs
+    assert simulated(on_colab=False, installed=EVERYTHING_BUT_THE_PACKAGE | {"bn_course"}) == []
+    assert simulated(on_colab=False, installed=set()) == []  # not Colab: never installs
     assert capsys.readouterr().out == ""
 
 
 def test_setup_cell_does_nothing_on_colab_once_installed(simulated, capsys):
-    assert simulated(colab=True, installed=EVERYTHING_BUT_THE_PACKAGE | {"bn_course"}) == []
+    assert simulated(on_colab=True, installed=EVERYTHING_BUT_THE_PACKAGE | {"bn_course"}) == []
     assert capsys.readouterr().out == ""
 
 
 def test_setup_cell_on_colab_installs_the_package_alone(simulated, capsys):
-    commands = simulated(colab=True, installed=set(EVERYTHING_BUT_THE_PACKAGE))
+    commands = simulated(on_colab=True, installed=set(EVERYTHING_BUT_THE_PACKAGE))
     assert commands == [PIP + ["--no-deps", "git+https://github.com/someone/some-course"]]
     assert "no runtime restart is needed" in capsys.readouterr().out
 
 
 def test_setup_cell_on_colab_adds_only_the_missing_light_dependencies(simulated):
-    commands = simulated(colab=True, installed={"torch", "numpy", "matplotlib", "ipywidgets"})
+    commands = simulated(on_colab=True, installed={"torch", "numpy", "matplotlib", "ipywidgets"})
     assert commands == [PIP + ["--no-deps", "git+https://github.com/someone/some-course"],
                         PIP + ["tqdm", "scikit-learn"]]
 
 
 def test_setup_cell_never_installs_torch_numpy_or_matplotlib(simulated):
-    commands = simulated(colab=True, installed=set())
+    commands = simulated(on_colab=True, installed=set())
     installed_args = {arg for command in commands for arg in command[len(PIP):]}
     assert not installed_args & set(colab.PREINSTALLED_ON_COLAB)
 
 
 def test_setup_cell_says_when_a_restart_is_needed(simulated, capsys):
-    simulated(colab=True, installed=set(EVERYTHING_BUT_THE_PACKAGE), pip_works=False)
+    simulated(on_colab=True, installed=set(EVERYTHING_BUT_THE_PACKAGE), pip_works=False)
     assert "restart it (Runtime > Restart session)" in capsys.readouterr().out
 
 

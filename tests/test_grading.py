@@ -287,6 +287,9 @@ MISTAKES = {  # exercise -> (answer with a catalogued mistake, its catalogue id)
     "batch_mean": ("def batch_mean(x):\n    return x.mean(axis=1)", "axis-0-vs-1"),
     "batch_var": ("def batch_var(x):\n    return x.var(axis=0, ddof=1)", "unbiased-variance"),
 }
+# The course's batch_var calls batch_mean: this one does not, so that each mistake shows
+# in its own exercise only.
+SELF_CONTAINED_BATCH_VAR = "def batch_var(x):\n    return x.var(axis=0)"
 REPORT_CLASS = {  # student -> the exercises they got wrong with the catalogued mistake
     "s1": [], "s2": [], "s3": ["batch_var"], "s4": ["batch_var"], "s5": ["batch_mean"],
     "s6": ["batch_mean", "batch_var"], "s7": "blank",
@@ -308,6 +311,8 @@ def test_the_class_report_counts_the_simulated_mix_exactly(tmp_path):
     submitted = tmp_path / "class" / layout.SUBMITTED_DIR
     for student, wrong in REPORT_CLASS.items():
         notebook = released if wrong == "blank" else copy.deepcopy(solved)
+        if wrong != "blank":
+            cells_by_id(notebook)["batch_var"].source = SELF_CONTAINED_BATCH_VAR
         for exercise in [] if wrong == "blank" else wrong:
             cells_by_id(notebook)[exercise].source = MISTAKES[exercise][0]
         (submitted / student / REPORT_ASSIGNMENT).mkdir(parents=True)
@@ -320,7 +325,7 @@ def test_the_class_report_counts_the_simulated_mix_exactly(tmp_path):
         wrong = sorted(s for s, w in REPORT_CLASS.items() if w != "blank" and exercise in w)
         summary = summaries[exercise]
         assert (summary.graded, summary.passed) == (len(REPORT_CLASS),
-                                                     len(REPORT_CLASS) - len(wrong) - 1)
+                                                     len(REPORT_CLASS) - len(wrong) - 1), summary
         assert [(f.kind, f.name, list(f.students)) for f in summary.findings] == [
             ("mistake", mistake_id, wrong)]
 

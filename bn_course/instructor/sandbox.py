@@ -133,6 +133,8 @@ def _run_steps(notebook, name, work, scratch, job):
             except CellTimeoutError:  # nbgrader interrupted the cell; it would not stop
                 return kernel.why_it_died() if kernel.out_of_time.is_set() else (
                     f"a cell ran past the {step.timeout} s timeout and ignored the interrupt")
+            except RuntimeError as error:  # the kernel did not start: not the student's doing
+                raise RuntimeError(f"{error}; the kernel's log: {kernel.log_tail()}") from error
             finally:
                 if getattr(step, "kc", None) is not None:
                     step.kc.stop_channels()
@@ -161,6 +163,10 @@ class _Kernel:
     def time_is_up(self):
         self.out_of_time.set()
         self.kill()
+
+    def log_tail(self, lines=3):
+        text = self.log.read_text(errors="replace") if self.log.is_file() else ""
+        return " | ".join(text.strip().splitlines()[-lines:]) or "empty"
 
     def why_it_died(self):
         if self.out_of_time.is_set():
@@ -268,14 +274,13 @@ def _seed_matplotlib_cache(home):
 
 
 def _hideable(folders, scratch):
-    """The folders that can be hidden: existing, and holding neither Python nor the scratch."""
+    """The folders that can be hidden: existing, holding neither Python nor the scratch,
+    and not inside another one (hidden with it, and no longer there to mount on)."""
     needed = [Path(sys.prefix).resolve(), Path(__file__).resolve(), scratch.resolve()]
-    hideable = []
-    for folder in folders:
-        path = Path(folder).resolve()
-        if path.is_dir() and not any(p == path or path in p.parents for p in needed):
-            hideable.append(str(path))
-    return hideable
+    paths = {Path(folder).resolve() for folder in folders}
+    return [str(path) for path in sorted(paths) if path.is_dir()
+            and not any(p == path or path in p.parents for p in needed)
+            and not any(other in path.parents for other in paths)]
 
 
 def namespace_prefix(hide=()):
