@@ -241,6 +241,12 @@ def test_your_layer_trains_the_same_curve_as_torch(small_paper):
     assert "with BN: your BatchNorm2d" in fig.texts[0].get_text()
 
 
+def test_a_network_without_bn_is_trained_once_whatever_the_layer(not_grading):
+    network = demo.Network(solution("07_training_comparisons", "build_mlp"), nn.BatchNorm1d, "x")
+    baseline = demo.run(replace(SMALL, seed=31, network=network))
+    assert demo.run(replace(SMALL, seed=31, network=network.with_torch_layer())) is baseline
+
+
 def test_the_noisy_run_shifts_the_output_of_your_layer(small_paper):
     network = demo.your_network(*your_pieces())
     torch_run = demo.run(replace(demo.NOISE, network=network.with_torch_layer()))

@@ -123,6 +123,8 @@ def run(settings, progress=True):
     (read it, do not modify it). A run that takes more than a second shows a progress bar,
     unless ``progress`` is False.
     """
+    if not settings.bn:  # no normalization layer to build: one run for every layer
+        settings = replace(settings, network=settings.network.with_torch_layer())
     if settings not in _trained:
         start = time.perf_counter()
         _trained[settings] = _train(settings, progress)
