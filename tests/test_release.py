@@ -69,9 +69,9 @@ def test_solution_runs_top_to_bottom_and_its_tests_are_silent(assignment):
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
 def test_solved_release_runs_and_every_self_check_passes(assignment, fresh):
     """The release with the reference answers pasted into its solution cells."""
-    release = nbformat.read(str(fresh.release_notebook(assignment)), as_version=4)
+    released = nbformat.read(str(fresh.release_notebook(assignment)), as_version=4)
     source = nbformat.read(str(COURSE.source_notebook(assignment)), as_version=4)
-    executed = release.execute_notebook(release.with_solutions(release, source),
+    executed = release.execute_notebook(release.with_solutions(released, source),
                                        cwd=fresh.release_notebook(assignment).parent, timeout=300)
     for cell in executed.cells:
         if grade_id(cell).startswith("check_"):
@@ -88,15 +88,15 @@ def first_exercise(notebook):
 @pytest.mark.slow
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
 def test_untouched_release_says_not_implemented_at_its_first_self_check(assignment, fresh):
-    release = nbformat.read(str(fresh.release_notebook(assignment)), as_version=4)
-    stop = first_exercise(release)
+    released = nbformat.read(str(fresh.release_notebook(assignment)), as_version=4)
+    stop = first_exercise(released)
     if stop is None:
         pytest.skip(f"{assignment} has no exercise")
-    client = nbclient.NotebookClient(release, timeout=300, resources={
+    client = nbclient.NotebookClient(released, timeout=300, resources={
         "metadata": {"path": str(fresh.release_notebook(assignment).parent)}})
     with client.setup_kernel():
-        for index, cell in enumerate(release.cells[:stop + 1]):
+        for index, cell in enumerate(released.cells[:stop + 1]):
             client.execute_cell(cell, index)  # raises on a traceback
-    check = release.cells[stop]
+    check = released.cells[stop]
     assert plain_text(check).startswith(f"FAIL {grade_id(check).removeprefix('check_')}: "
                                         f"Not implemented yet"), plain_text(check)
