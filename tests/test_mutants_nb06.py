@@ -576,6 +576,22 @@ class ModuleMovingStatistics(StudentBatchNorm2d):
             self.register_buffer(renamed.get(name, name), value)
 
 
+# Bessel's correction with the batch size N (x.shape[0]) where M = N * H * W values were
+# averaged (a from-scratch port of a 1-D layer).
+@MUTANTS.make("BatchNorm2d", "bessel-with-batch-size")
+class ModuleBesselWithBatchSize(StudentBatchNorm2d):
+    def running_update_var(self, x):
+        n = x.shape[0]
+        return x.var(dim=(0, 2, 3), unbiased=False) * n / (n - 1)
+
+
+# The update step left out: buffers stay at their start values.
+@MUTANTS.make("BatchNorm2d", "running-stats-never-updated")
+class ModuleNeverUpdates(StudentBatchNorm2d):
+    def update(self, x):
+        self.count_batch()
+
+
 # --- the tests --------------------------------------------------------------
 
 def test_the_student_class_that_mutants_override_is_correct():

@@ -586,8 +586,29 @@ def _diagnose(exercise, played):
 
 
 def _matches_every_case(compared, implementation):
-    return all(_matches(p.outputs, _trusted_outputs(p.case, implementation), p.case.tolerance)
-               for p in compared)
+    """Equal on every case, except cases where both blow up (inf and NaN follow the
+    spelling: inf - inf is NaN, a blend of infs is inf); at least one case must be equal."""
+    matched = False
+    for p in compared:
+        variant_outputs = _trusted_outputs(p.case, implementation)
+        if _matches(p.outputs, variant_outputs, p.case.tolerance):
+            matched = True
+        elif not (variant_outputs is not None and _blows_up(variant_outputs, p.expected)
+                  and _blows_up(p.outputs, p.expected)):
+            return False
+    return matched
+
+
+def _blows_up(outputs, expected):
+    """Some output is inf or NaN where the reference's is finite."""
+    for (_, got), (_, want) in zip(outputs, expected):
+        if isinstance(want, (bool, np.bool_)) or not isinstance(want, np.ndarray):
+            continue
+        got = np.asarray(got)
+        if got.shape == want.shape and np.issubdtype(got.dtype, np.number) and np.any(
+                ~np.isfinite(got) & np.isfinite(want)):
+            return True
+    return False
 
 
 def _fails_alike(compared, implementation):

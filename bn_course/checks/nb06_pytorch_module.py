@@ -338,7 +338,10 @@ def _buggy_module(**bugs):
                 return out
 
             def _update(self, x):
-                n = x.numel() // x.shape[1]
+                if bugs.get("no_running_update"):
+                    self.num_batches_tracked += 1
+                    return
+                n = x.shape[0] if bugs.get("bessel_with_batch_size") else x.numel() // x.shape[1]
                 var = x.var((0, 2, 3), unbiased=False)
                 if not bugs.get("biased_running_var"):
                     var = var * n / (n - 1)
@@ -416,6 +419,15 @@ BATCHNORM2D = Exercise(
                         "Train mode normalizes with the batch's mean and biased variance; the "
                         "running statistics are only updated there, and used in eval mode.",
                         running_stats_in_train=True),
+        _module_mistake("bessel-with-batch-size", "Your module corrects the running variance "
+                        "with N / (N - 1), N the batch size, but each channel's variance is "
+                        "taken over M = N * H * W values.", "Multiply the biased variance by "
+                        "M / (M - 1), M = x.numel() // x.shape[1].",
+                        bessel_with_batch_size=True),
+        _module_mistake("running-stats-never-updated", "Your module never updates "
+                        "running_mean and running_var in train mode.", "After normalizing a "
+                        "training batch, blend its statistics into the buffers: running = "
+                        "(1 - momentum) * running + momentum * batch.", no_running_update=True),
         _module_mistake("running-var-holds-std", "Your module updates running_var with the "
                         "batch's standard deviation, not its variance.", "running_var holds a "
                         "variance: blend in the unbiased batch variance, x.var(dim=(0, 2, 3)).",
