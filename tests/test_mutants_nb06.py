@@ -215,6 +215,16 @@ def forward2d_channels_last_axes_on_nchw(x, gamma, beta, eps=1e-5):
     return scaled_per_channel((x - mean) / np.sqrt(var + eps), gamma, beta)
 
 
+# Channels moved last for the 1-D layer, and the result reshaped to (N, C, H, W) without
+# moving them back.
+@MUTANTS.make("batchnorm2d_forward", "observation:values-misplaced")
+def forward2d_channels_not_moved_back(x, gamma, beta, eps=1e-5):
+    n, c, h, w = x.shape
+    rows = x.transpose(0, 2, 3, 1).reshape(-1, c)
+    out = gamma * (rows - rows.mean(0)) / np.sqrt(rows.var(0) + eps) + beta
+    return out.reshape(n, c, h, w)
+
+
 # torch.nn.BatchNorm2d built inside the function: PyTorch's layer does the work.
 @MUTANTS.make("batchnorm2d_forward", "uses-builtin-batchnorm")
 def forward2d_with_a_torch_layer(x, gamma, beta, eps=1e-5):

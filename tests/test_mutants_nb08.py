@@ -248,6 +248,19 @@ def layernorm_forgets_the_width(x, gamma, beta, eps=1e-5):
     return x_hat * like_channels(gamma, x) + like_channels(beta, x)
 
 
+# Images flattened to (N, C*H*W) for a 1-D LayerNorm, then reshaped as (N, H, W, C) and
+# moved back as if the channels had been last.
+@MUTANTS.make("layernorm_forward", "observation:values-misplaced")
+def layernorm_images_put_back_wrongly(x, gamma, beta, eps=1e-5):
+    if x.ndim == 2:
+        return layernorm_x_hat(x, eps) * gamma + beta
+    n, c, h, w = x.shape
+    flat = x.reshape(n, -1)
+    x_hat = (flat - flat.mean(1, keepdims=True)) / np.sqrt(flat.var(1, keepdims=True) + eps)
+    x_hat = np.moveaxis(x_hat.reshape(n, h, w, c), -1, 1)
+    return x_hat * like_channels(gamma, x) + like_channels(beta, x)
+
+
 # A from-scratch LayerNorm without eps at all.
 @MUTANTS.make("layernorm_forward", "observation:ignores-eps")
 def layernorm_without_eps_unbiased(x, gamma, beta, eps=1e-5):

@@ -218,46 +218,75 @@ FORWARD_PROBES = (wrong_defaults, loses_digits, ignores_eps, normalized_statisti
                   rows_depend_on_batch, constant_factor)
 
 
-def _normalized_over(out, count_of):
-    """The smallest sets of axes over which ``out`` has mean 0 and variance 1 (or
-    (M-1)/M, the biased variance of an unbiased normalization) at every other index."""
-    axes = range(out.ndim)
-    found = []
-    for size in range(1, out.ndim + 1):
-        for subset in itertools.combinations(axes, size):
-            if any(set(smaller) <= set(subset) for smaller in found):
-                continue
-            m = count_of(subset)
-            variance = out.var(axis=subset)
-            if m > 1 and np.max(np.abs(out.mean(axis=subset))) <= 1e-6 and any(
-                    np.max(np.abs(variance - target)) <= 1e-4 for target in (1.0, (m - 1) / m)):
-                found.append(subset)
-    return found
+def _normalized_over(x, out):
+    """(axes, ddof) such that ``out`` is x normalized over those axes (eps = 1e-8), the
+    fewest axes first; None when no set of axes gives ``out``."""
+    for size in range(1, x.ndim + 1):
+        for axes in itertools.combinations(range(x.ndim), size):
+            for ddof in (0, 1):
+                if np.prod([x.shape[a] for a in axes]) <= ddof:
+                    continue
+                x_hat = (x - x.mean(axis=axes, keepdims=True)) / np.sqrt(
+                    x.var(axis=axes, ddof=ddof, keepdims=True) + 1e-8)
+                if relative_error(x_hat, out) <= 1e-6:
+                    return axes, ddof
+    return None
 
 
 def statistics_axes(exercise, candidate, played):
-    """With gamma = 1 and beta = 0, over which axes is the output normalized? Said only
-    when that differs from the reference's axes. Played on the first wrong float64 case."""
+    """With gamma = 1 and beta = 0, is the output x normalized over some other axes than
+    the reference's? Played on the first wrong float64 case; said only when the output is
+    exactly that normalization."""
     wrong = [p for p in played if p.differences() and not p.case.float32]
     p = _first_function_case(wrong, needs=("x", "gamma", "beta"))
     if p is None:
         return []
-    x = p.case.args["x"]
+    x = np.asarray(p.case.args["x"], dtype=np.float64)
     plain = {"gamma": np.ones(x.shape[1], dtype=x.dtype),
              "beta": np.zeros(x.shape[1], dtype=x.dtype), "eps": 1e-8}
     theirs = np.asarray(p.case.rerun(candidate, **plain)[0][1], dtype=np.float64)
+    ours = np.asarray(p.case.rerun(exercise.reference, **plain)[0][1], dtype=np.float64)
     if theirs.shape != x.shape:
         return []
-    ours = np.asarray(p.case.rerun(exercise.reference, **plain)[0][1], dtype=np.float64)
-
-    def count_of(subset):
-        return int(np.prod([x.shape[axis] for axis in subset]))
-
-    found, expected = _normalized_over(theirs, count_of), _normalized_over(ours, count_of)
-    if len(found) != 1 or found == expected or len(expected) != 1:
+    found, expected = _normalized_over(x, theirs), _normalized_over(x, ours)
+    if found is None or expected is None or found[0] == expected[0]:
         return []
+    unbiased = " (with the unbiased variance)" if found[1] else ""
     return [Observation("statistics-axes",
-                        f"With gamma = 1 and beta = 0, your output is centred and normalized "
-                        f"over axes {found[0]} of x (shape {x.shape}), separately at every "
-                        f"other index: your statistics are taken over axes {found[0]}, not "
-                        f"{expected[0]}.")]
+                        f"With gamma = 1 and beta = 0, your output is x normalized over axes "
+                        f"{found[0]}{unbiased} (x of shape {x.shape}): your statistics are "
+                        f"taken over axes {found[0]}, not {expected[0]}.")]
+
+
+def _same_values(want, got, tolerance):
+    want = np.sort(np.asarray(want, dtype=np.float64), axis=None)
+    got = np.sort(aligned(want, got).astype(np.float64), axis=None)
+    return want.shape == got.shape and relative_error(want, got) <= tolerance
+
+
+def values_misplaced(exercise, candidate, played):
+    """The right values in the wrong places: a reshape or transpose that is not undone.
+    Compared on the first wrong case, with gamma = 1 and beta = 0 where the case has them
+    (a per-channel scale applied after the mix-up changes the values themselves)."""
+    wrong = [p for p in played if any(d[3] == "differs" and np.ndim(d[1]) >= 2
+                                      for d in p.differences())]
+    if not wrong:
+        return []
+    p = wrong[0]
+    args = p.case.args
+    if p.case.rerun is not None and {"x", "gamma", "beta"} <= set(args):
+        plain = {"gamma": np.ones_like(args["gamma"]), "beta": np.zeros_like(args["beta"])}
+        pairs = [(want, got) for (_, want), (_, got) in zip(
+            p.case.rerun(exercise.reference, **plain), p.case.rerun(candidate, **plain))]
+    else:
+        pairs = [(want, got) for _, want, got, problem in p.differences()]
+    misplaced = any(np.shape(got) == np.shape(want)
+                    and relative_error(want, aligned(want, got)) > p.case.tolerance
+                    for want, got in pairs)
+    if misplaced and all(np.ndim(want) >= 2 and _same_values(want, got, p.case.tolerance)
+                         for want, got in pairs):
+        return [Observation("values-misplaced",
+                            f"On {p.case.description}, your output holds exactly the expected "
+                            "values (with gamma = 1 and beta = 0 where it has them), but in "
+                            "other places (is an axis moved or reshaped and not put back?).")]
+    return []

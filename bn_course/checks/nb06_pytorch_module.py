@@ -48,8 +48,8 @@ def _forward2d_with(layout="per-channel", **knobs):
 BATCHNORM2D_FORWARD = Exercise(
     "batchnorm2d_forward", ref.batchnorm2d_forward, "batchnorm2d_forward(x, gamma, beta, eps=1e-5)",
     forward2d_cases, build=_forward2d_with,
-    probes=(_probes.wrong_defaults, _probes.ignores_eps, _probes.statistics_axes,
-            _probes.constant_factor),
+    probes=(_probes.wrong_defaults, _probes.ignores_eps, _probes.values_misplaced,
+            _probes.statistics_axes, _probes.constant_factor),
     hint="One mean and one biased variance per channel over axis=(0, 2, 3) (keepdims=True), "
          "then gamma and beta reshaped to (1, C, 1, 1).",
     mistakes=affine_mistakes() + variance_mistakes(BIASED_HINT) + EPS_MISTAKES + [

@@ -512,14 +512,15 @@ DIAGNOSE_BN_BUG_MISTAKES = [
 LAYERNORM_FORWARD = Exercise(
     "layernorm_forward", ref.layernorm_forward, "layernorm_forward(x, gamma, beta, eps=1e-5)",
     _layernorm_cases, build=_layernorm_with, mistakes=LAYERNORM_FORWARD_MISTAKES,
-    probes=(_probes.wrong_defaults, _probes.ignores_eps, _probes.statistics_axes,
-            _probes.constant_factor),
+    probes=(_probes.wrong_defaults, _probes.ignores_eps, _probes.values_misplaced,
+            _probes.statistics_axes, _probes.constant_factor),
     hint=LAYERNORM_HINT)
 GROUPNORM_FORWARD = Exercise(
     "groupnorm_forward", ref.groupnorm_forward,
     "groupnorm_forward(x, gamma, beta, num_groups, eps=1e-5)", _groupnorm_cases,
     build=_groupnorm_with, mistakes=GROUPNORM_FORWARD_MISTAKES,
-    probes=(_probes.wrong_defaults, _probes.ignores_eps, _probes.constant_factor),
+    probes=(_probes.wrong_defaults, _probes.ignores_eps, _probes.values_misplaced,
+            _probes.constant_factor),
     hint=GROUP_HINT)
 FOLD_BATCHNORM = Exercise(
     "fold_batchnorm", ref.fold_batchnorm, "fold_batchnorm(conv_weight, conv_bias, bn)",
