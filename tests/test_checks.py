@@ -879,6 +879,19 @@ class ModuleWithTorchsOptions(torch.nn.Module):
         return x_hat * self.weight[None, :, None, None] + self.bias[None, :, None, None]
 
 
+@correct("BatchNorm2d")
+class ModuleWithFrozenParameterStatistics(ModuleFromScratch):
+    """Running statistics as nn.Parameter(requires_grad=False), an older idiom: saved in the
+    state_dict under the same names and never trained, so it is accepted."""
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1):
+        super().__init__(num_features, eps, momentum)
+        for name in ("running_mean", "running_var"):
+            value = getattr(self, name)
+            delattr(self, name)
+            setattr(self, name, torch.nn.Parameter(value, requires_grad=False))
+
+
 @correct("steps_to_reach")
 def steps_in_a_loop(steps, accuracy, target):
     for step, value in zip(steps, accuracy):

@@ -602,6 +602,18 @@ class ModuleNeverUpdates(StudentBatchNorm2d):
         self.count_batch()
 
 
+# Running statistics declared as nn.Parameter (requires_grad left at True) so that they are
+# saved with the model.
+@MUTANTS.make("BatchNorm2d", "running-stats-are-parameters")
+class ModuleRunningStatisticsAsParameters(StudentBatchNorm2d):
+    def keep_state(self, **tensors):
+        for name, value in tensors.items():
+            if value.is_floating_point():
+                setattr(self, name, torch.nn.Parameter(value))
+            else:
+                self.register_buffer(name, value)
+
+
 # --- the tests --------------------------------------------------------------
 
 def test_the_student_class_that_mutants_override_is_correct():

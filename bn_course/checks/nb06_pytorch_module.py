@@ -162,6 +162,10 @@ def _check_start_values(layer, channels):
     """torch.nn.BatchNorm2d starts as the identity: weight 1, bias 0, running mean 0 and
     running variance 1, each a vector of shape (C,). Checked before anything else, since
     every later output builds on them."""
+    for name in ("running_mean", "running_var"):
+        if getattr(getattr(layer, name), "requires_grad", False):
+            raise CandidateProblem(f"Your module's {name} requires grad.",
+                                   "running-stats-are-parameters")
     for name, value in START_VALUES.items():
         start = _numpy_of(getattr(layer, name), f"{name} at start")
         if start.shape != (channels,):
@@ -440,6 +444,11 @@ BATCHNORM2D = Exercise(
                         "sqrt(running_var), without eps.", "Eval mode normalizes exactly as "
                         "train mode does, with the running statistics: "
                         "torch.sqrt(running_var + self.eps).", eval_forgot_eps=True),
+        Mistake("running-stats-are-parameters", "Your running statistics are trainable "
+                "nn.Parameters: an optimizer would change them, and every forward pass would "
+                "build a graph through them.", "Register them with self.register_buffer(name, "
+                "tensor): buffers are saved in the state_dict and move with .to(device), but "
+                "are not trained."),
         Mistake("state-dict-names-differ", "Your module names its parameters or buffers "
                 "differently from torch.nn.BatchNorm2d (gamma and beta, moving_mean...), so "
                 "the two cannot exchange state_dicts.", "Use PyTorch's names: weight, bias "
