@@ -407,6 +407,13 @@ def ghost_merges_a_short_tail(x, gamma, beta, virtual_batch_size, eps=1e-5):
     return np.vstack([gamma * (p - p.mean(0)) / np.sqrt(p.var(0) + eps) + beta for p in parts])
 
 
+# Everything stacked and np.var's default (biased) taken: pooled, and divided by the count.
+@MUTANTS.make("recompute_running_stats", "pools-all-examples")
+def recompute_pooled_with_np_var_default(batches):
+    everything = np.concatenate(batches)
+    return np.mean(everything, axis=0), np.var(everything, axis=0)
+
+
 # Each batch weighted by its size (a careful average that is not this specification).
 @MUTANTS.make("recompute_running_stats", "weights-batches-by-size")
 def recompute_weighted_by_examples(batches):

@@ -332,9 +332,9 @@ def _counting_reset_values(batches):
     return k * mean / (k + 1), (k * var + 1.0) / (k + 1)
 
 
-def _pooled(batches):
+def _pooled(batches, ddof=1):
     everything = np.concatenate(list(batches))
-    return everything.mean(axis=0), everything.var(axis=0, ddof=1)
+    return everything.mean(axis=0), everything.var(axis=0, ddof=ddof)
 
 
 def _weighted_by_size(batches):
@@ -463,6 +463,12 @@ GHOST_BATCHNORM_FORWARD_MISTAKES = [
     knob_mistake("unbiased-variance", UNBIASED, BIASED_HINT, ddof=1),
 ]
 
+POOLED = ("You pooled all examples into one big batch. That is a sound estimate (Wu & Johnson "
+          "recommend it for small batches; fvcore's precise BN does it), but it does not match "
+          "this exercise's specification: PyTorch's momentum=None, the equal-weight average of "
+          "the batch means and of the unbiased batch variances, which is the original paper's "
+          "inference procedure (Algorithm 2).")
+
 RECOMPUTE_RUNNING_STATS_MISTAKES = [
     variant_mistake("recompute-with-momentum", _ema_of_batches,
             "You blended the batches with an exponential moving average (momentum 0.1), as "
@@ -475,13 +481,9 @@ RECOMPUTE_RUNNING_STATS_MISTAKES = [
     variant_mistake("counts-initial-values", _counting_reset_values,
             "Your average counts the reset values (mean 0, variance 1) as if they were a batch.",
             "Average only the batches you are given."),
-    variant_mistake("pools-all-examples", _pooled,
-            "You pooled all examples into one big batch. That is a sound estimate (Wu & "
-            "Johnson recommend it for small batches; fvcore's precise BN does it), but it "
-            "does not match this exercise's specification: PyTorch's momentum=None, the "
-            "equal-weight average of the batch means and of the unbiased batch variances, "
-            "which is the original paper's inference procedure (Algorithm 2).",
-            RECOMPUTE_HINT),
+    variant_mistake("pools-all-examples", _pooled, POOLED, RECOMPUTE_HINT),
+    variant_mistake("pools-all-examples", lambda batches: _pooled(batches, ddof=0), POOLED,
+                    RECOMPUTE_HINT),
     variant_mistake("weights-batches-by-size", _weighted_by_size,
             "You weighted each batch by its number of examples. That is a sound estimate, but "
             "not this exercise's specification: PyTorch's momentum=None gives every batch the "
