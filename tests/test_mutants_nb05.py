@@ -210,8 +210,8 @@ def compact_dgamma_equals_dbeta(dout, x, gamma, eps=1e-5):
     return dx, dbeta.copy(), dbeta
 
 
-# A question on a CS231n repository's tracker: "shouldn't dgamma and dbeta be
-# normalized by the batch size?" (a mean over the batch, as in a loss).
+# A question on a CS231n repository's tracker asks whether dgamma and dbeta should be
+# divided by the batch size (a mean over the batch, as in a loss).
 @MUTANTS.make("batchnorm_backward", "param-grads-averaged")
 def backward_param_grads_over_batch_size(dout, x, gamma, eps=1e-5):
     dx, dgamma, dbeta = staged_backward(dout, x, gamma, eps)
