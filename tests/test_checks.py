@@ -820,6 +820,29 @@ class ModuleSubclassingTorchWithOwnForward(torch.nn.BatchNorm2d):
 
 
 @correct("BatchNorm2d")
+class ModuleSubclassUsingTorchHelpers(torch.nn.BatchNorm2d):
+    """A subclass that calls nn.BatchNorm2d's own input check and reads its options
+    (functions of torch/nn/modules/batchnorm.py that are not batch norm)."""
+
+    def forward(self, x):
+        self._check_input_dim(x)
+        if not self.training:
+            return self._normalize(x, self.running_mean, self.running_var)
+        self.num_batches_tracked.add_(1)
+        factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        mean, var = x.mean([0, 2, 3]), x.var([0, 2, 3], unbiased=False)
+        count = x.numel() / x.size(1)
+        with torch.no_grad():
+            self.running_mean = factor * mean + (1 - factor) * self.running_mean
+            self.running_var = factor * var * count / (count - 1) + (1 - factor) * self.running_var
+        return self._normalize(x, mean, var)
+
+    def _normalize(self, x, mean, var):
+        x_hat = (x - mean[None, :, None, None]) / torch.sqrt(var[None, :, None, None] + self.eps)
+        return x_hat * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+
+
+@correct("BatchNorm2d")
 class ModuleUpdatingFromDetachedStatistics(ModuleFromScratch):
     """Buffers reassigned from detached statistics, outside torch.no_grad()."""
 
