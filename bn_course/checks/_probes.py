@@ -290,3 +290,27 @@ def values_misplaced(exercise, candidate, played):
                             "values (with gamma = 1 and beta = 0 where it has them), but in "
                             "other places (is an axis moved or reshaped and not put back?).")]
     return []
+
+
+def dx_orthogonal_to_x_hat(exercise, candidate, played):
+    """Without eps, batch norm's output does not change when a feature of x is stretched
+    around its mean, so sum(dx * x_hat) over the batch is 0 for every feature (eps = 1e-12
+    leaves about 1e-12 of it)."""
+    p = next((p for p in played if p.case.rerun is not None and p.outputs is not None
+              and p.case.args["x"].dtype == np.float64), None)
+    if p is None:
+        return []
+    x = p.case.args["x"]
+    dx = np.asarray(p.case.rerun(candidate, eps=1e-12)[0][1], dtype=np.float64)
+    if dx.shape != x.shape:
+        return []
+    x_hat = (x - x.mean(axis=0)) / x.std(axis=0)
+    size = np.abs(dx).sum()
+    sums_to_zero = np.max(np.abs(dx.sum(axis=0))) <= 1e-9 * size
+    if sums_to_zero and np.max(np.abs((dx * x_hat).sum(axis=0))) > 1e-6 * size:
+        return [Observation("dx-not-orthogonal-to-x-hat",
+                            "Your dx sums to 0 over the batch, but sum(dx * x_hat, axis=0) is "
+                            "not 0 (with eps = 1e-12). It must be: stretching a feature of x "
+                            "around its mean does not change batch norm's output, and in dx "
+                            "the term through the variance is what makes sure of it.")]
+    return []
