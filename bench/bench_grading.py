@@ -18,6 +18,9 @@ and deletes its folder). Prints:
    per notebook, and the grader's own serial work;
 4. a projection for 1,000 students: cores needed to finish within one hour.
 
+On a machine shared with other work the speed-up says more about the neighbours than
+about the grader: the share of time the workers spent executing is printed beside it.
+
 Exits 1 when the two runs disagree on a score.
 """
 
@@ -208,21 +211,24 @@ def main():
               f"{sequential.seconds / count:.2f} s per student per notebook")
         print(f"   --jobs {args.jobs}: {parallel.seconds:6.1f} s grading ({par_wall:.1f} s with "
               f"setup), {parallel.seconds / count:.2f} s per student per notebook")
+        busy = parallel.worker_seconds / (parallel.seconds * args.jobs)
         print(f"   speed-up {speedup:.2f}x on {args.jobs} workers (target >= 1.7x); "
-              f"same scores: {'yes' if same else 'NO'}")
+              f"same scores: {'yes' if same else 'NO'}; load average now "
+              f"{os.getloadavg()[0]:.1f}")
+        print(f"   the workers were executing {busy:.0%} of the time (the rest: cluster "
+              f"start, waiting for the grader); a notebook took {sequential.worker_seconds / count:.2f}"
+              f" s to execute alone, {parallel.worker_seconds / count:.2f} s beside another")
         grader_share = parallel.grader_seconds / count
         print(f"   the grader's own serial work: {grader_share:.3f} s per notebook")
 
-        print(f"\n4. Projection: {CLASS_SIZE} students x {len(notebooks)} notebooks")
+        print(f"\n4. Projection: {CLASS_SIZE} students x {len(notebooks)} notebooks, each worker "
+              f"on a core of its own, as busy as measured above ({busy:.0%})")
         per_student = sequential.seconds / args.students  # one core, one student
-        efficiency = speedup / args.jobs
-        print(f"   {per_student:.1f} core-seconds per student; parallel efficiency "
-              f"{efficiency:.0%} measured at {args.jobs} workers")
+        print(f"   {per_student:.1f} core-seconds per student (the --jobs 1 run)")
         print(f"   {'cores':>6}  {'hours':>6}")
         for cores in (1, 8, 16, 32, 64, 128):
-            hours = CLASS_SIZE * per_student / (cores * min(1.0, efficiency)) / HOUR
-            print(f"   {cores:>6}  {hours:6.2f}")
-        needed = math.ceil(CLASS_SIZE * per_student / HOUR / min(1.0, efficiency))
+            print(f"   {cores:>6}  {CLASS_SIZE * per_student / (cores * busy) / HOUR:6.2f}")
+        needed = math.ceil(CLASS_SIZE * per_student / HOUR / busy)
         ceiling = HOUR / grader_share if grader_share else float("inf")
         print(f"   cores for one hour: {needed}; the grader alone caps a run at "
               f"{ceiling:,.0f} notebooks an hour ({CLASS_SIZE * len(notebooks):,} needed)")

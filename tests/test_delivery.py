@@ -19,16 +19,17 @@ from pathlib import Path
 
 import nbformat
 import pytest
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
+from conftest import http_get_when_up
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from bn_course.instructor import colab, layout, workspace
 from bn_course.instructor.release import build, release_differences
-from conftest import http_get_when_up
 
 REPO = Path(__file__).resolve().parent.parent
 COURSE = layout.find_course()

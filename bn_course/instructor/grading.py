@@ -78,6 +78,7 @@ class GradingRun:
     resumed: int = 0  # submissions already graded by an earlier run, left as they were
     seconds: float = 0.0  # grading itself, the course directory's setup aside
     grader_seconds: float = 0.0  # of which the grader's own work (sanitize, record): serial
+    worker_seconds: float = 0.0  # the workers' executing, summed over the workers
 
 
 class SanitizeSubmission(Autograde):
@@ -188,7 +189,7 @@ def grade(course, submissions_path, course_dir=None, *, timeout=None, jobs=1, sc
     grades = _read_grades(config, gradable, grader.ledger)
     summaries = report.class_report(root, grades)
     return GradingRun(grades, notices, summaries, root, len(gradable) - len(todo), seconds,
-                      grader.own_seconds)
+                      grader.own_seconds, grader.worker_seconds)
 
 
 def _refuse_another_config(course, root):
@@ -220,6 +221,7 @@ class _Grader:
         self.failures = 0
         self.bar = None
         self.own_seconds = 0.0
+        self.worker_seconds = 0.0
 
     def _digest(self, submission):
         source = self.course.source_notebook(submission.assignment)
@@ -289,13 +291,10 @@ class _Grader:
             submission = Submission(job.student, job.assignment,
                                     self.root / SUBMITTED_DIR / job.student / job.assignment)
             if isinstance(outcome, Exception):
-                if submission not in self.retried:  # a worker died under it: once more
-                    self.retried.add(submission)
-                    pool.submit(sandbox.execute_job, job)
-                else:
-                    self._finish(submission, f"its worker failed twice ({type(outcome).__name__}: "
-                                             f"{outcome})".strip(), final=False)
-            elif outcome.problem:
+                self._retry_once(pool, job, submission, outcome)
+                continue
+            self.worker_seconds += outcome.seconds
+            if outcome.problem:
                 shutil.rmtree(self._autograded(job.student, job.assignment), ignore_errors=True)
                 self._finish(submission, outcome.problem)
             else:
@@ -303,6 +302,16 @@ class _Grader:
                 self._record(job, outcome)
                 self.own_seconds += time.perf_counter() - start
                 self._finish(submission, None)
+
+    def _retry_once(self, pool, job, submission, error):
+        """A worker died under the job (or lost its connection): once more, then give up
+        for this run (not final: the next run tries again)."""
+        if submission not in self.retried:
+            self.retried.add(submission)
+            pool.submit(sandbox.execute_job, job)
+        else:
+            self._finish(submission, f"its worker failed twice ({type(error).__name__}: "
+                                     f"{error})", final=False)
 
     def _record(self, job, outcome):
         """nbgrader's autograde steps from SaveAutoGrades on, in this process only."""

@@ -39,6 +39,8 @@ from jupyter_client.manager import AsyncKernelManager
 
 GIB = 2**30
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+# Loaded here, not in the forked child: a child of a threaded worker must not take locks.
+LIBC = ctypes.CDLL(None) if sys.platform.startswith("linux") else None
 KERNEL_LOG = "kernel.log"
 # Inside the new namespaces, before the kernel starts: hide each folder named
 # before "--" under an empty read-only tmpfs, then become the kernel.
@@ -122,7 +124,7 @@ def _run_steps(notebook, name, work, scratch, job):
         step = import_item(import_name)(config=config)
         if not getattr(step, "enabled", True):
             continue
-        if not hasattr(step, "kernel_manager_class"):
+        if not hasattr(step, "kernel_manager_class"):  # not the one that runs a kernel
             notebook, resources = step.preprocess(notebook, resources)
             continue
         with contained_kernel(work, scratch, job.limits, config) as kernel:
@@ -243,8 +245,8 @@ class ContainedKernelManager(AsyncKernelManager):
 
 def _apply_limits(limits):
     """In the kernel's process, before it starts (it inherits them, and its children too)."""
-    if sys.platform.startswith("linux"):  # a worker that dies takes its kernel with it
-        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if LIBC is not None:  # a worker that dies takes its kernel with it
+        LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     if limits.memory_bytes:
         resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
