@@ -614,6 +614,23 @@ class ModuleRunningStatisticsAsParameters(StudentBatchNorm2d):
                 self.register_buffer(name, value)
 
 
+# The two blends written with each other's statistic (a copy-and-paste slip).
+@MUTANTS.make("BatchNorm2d", "observation:first-difference")
+class ModuleSwappedRunningUpdates(StudentBatchNorm2d):
+    @torch.no_grad()
+    def update(self, x):
+        self.running_mean.lerp_(self.running_update_var(x), self.momentum)
+        self.running_var.lerp_(x.mean(dim=(0, 2, 3)), self.momentum)
+        self.count_batch()
+
+
+# Eval mode with the batch's mean but the running variance.
+@MUTANTS.make("BatchNorm2d", "observation:first-difference")
+class ModuleEvalWithBatchMean(StudentBatchNorm2d):
+    def forward_eval(self, x):
+        return self.scale_shift(x, x.mean((0, 2, 3), keepdim=True), channel_view(self.running_var))
+
+
 # --- the tests --------------------------------------------------------------
 
 def test_the_student_class_that_mutants_override_is_correct():

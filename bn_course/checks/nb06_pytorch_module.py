@@ -9,6 +9,7 @@ from bn_course.checks._core import (
     Case,
     Exercise,
     Mistake,
+    Observation,
     explain_error,
     knob_mistake,
     unwatched,
@@ -288,6 +289,22 @@ def module_cases(group):
     return cases
 
 
+def first_difference(exercise, candidate, played):
+    """Where a module first goes wrong, in the order it was used: outputs, gradients and
+    buffers are recorded step by step, and a later value often differs only because of an
+    earlier one."""
+    for p in played:
+        wrong = {label for label, *_ in p.differences()}
+        if not wrong:
+            continue
+        first = next(label for label, _ in p.outputs if label in wrong)
+        return [Observation("first-difference",
+                            f"On {p.case.description}, the first value that differs from "
+                            f"torch.nn.BatchNorm2d's is {first}: every output, gradient and "
+                            "buffer recorded before it matches.")]
+    return []
+
+
 def _buggy_module(**bugs):
     """A from-scratch torch BatchNorm2d with mistakes (the class is built on first
     use, so that importing the checkers does not import torch)."""
@@ -390,7 +407,7 @@ BATCHNORM2D = Exercise(
     "BatchNorm2d", _torch_batchnorm2d,
     "BatchNorm2d(num_features, eps=1e-5, momentum=0.1), a torch.nn.Module", module_cases,
     build=_buggy_module, needs_torch=True, time_limit_s=30.0, hint=MODULE_HINT,
-    probes=(_probes.wrong_defaults,),
+    probes=(_probes.wrong_defaults, first_difference),
     mistakes=[
         _module_mistake("old-value-momentum-and-biased-running-var",
                         "Your module follows the CS231n / d2l (before 2022) convention: "
