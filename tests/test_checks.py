@@ -1026,6 +1026,155 @@ def test_reading_the_answer_key_is_not_a_pass():
     assert not result.passed and result.mistake == "calls-course-reference", result.message
 
 
+# --- notebooks 09 and 10 ----------------------------------------------------------------
+
+def _is_batchnorm(module):
+    return isinstance(module, torch.nn.modules.batchnorm._BatchNorm)
+
+
+@correct("freeze_batchnorm")
+def freeze_by_wrapping_train(model):
+    """Each BN layer's train() is wrapped so that it always means eval()."""
+    for module in model.modules():
+        if _is_batchnorm(module):
+            module.eval()
+            module.train = lambda mode=True, layer=module: torch.nn.Module.train(layer, False)
+            module.weight.requires_grad = False
+            module.bias.requires_grad = False
+    return model
+
+
+@correct("freeze_batchnorm")
+def freeze_with_a_class_swap(model):
+    """Each BN layer becomes an instance of a subclass whose train() keeps it in eval."""
+    for module in model.modules():
+        if _is_batchnorm(module):
+            base = type(module)
+            module.__class__ = type(f"Frozen{base.__name__}", (base,), {
+                "train": lambda self, mode=True: base.train(self, False)})
+            module.eval()
+            for parameter in module.parameters():
+                parameter.requires_grad_(False)
+    return model
+
+
+@correct("zero_init_last_bn")
+def zero_last_bn_of_each_branch(model):
+    from bn_course.blocks import ResidualBlock
+
+    for block in model.modules():
+        if isinstance(block, ResidualBlock):
+            norms = [m for m in block.branch.modules() if _is_batchnorm(m)]
+            torch.nn.init.zeros_(norms[-1].weight)
+    return model
+
+
+@correct("zero_init_last_bn")
+def zero_last_bn_by_walking_backwards(model):
+    from bn_course.blocks import ResidualBlock
+
+    for block in model.modules():
+        if isinstance(block, ResidualBlock):
+            for module in reversed(list(block.branch.modules())):
+                if _is_batchnorm(module):
+                    with torch.no_grad():
+                        module.weight.fill_(0.0)
+                    break
+    return model
+
+
+@correct("param_groups")
+def groups_by_module_type(model, weight_decay):
+    decay, no_decay, seen = [], [], set()
+    for module in model.modules():
+        for name, parameter in module.named_parameters(recurse=False):
+            if id(parameter) not in seen:
+                seen.add(id(parameter))
+                exempt = _is_batchnorm(module) or name.endswith("bias")
+                (no_decay if exempt else decay).append(parameter)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+@correct("param_groups")
+def groups_by_name_lookup(model, weight_decay):
+    norm_names = {name for name, m in model.named_modules() if _is_batchnorm(m)}
+    groups = {True: [], False: []}
+    for name, parameter in model.named_parameters():  # each tensor once, tied ones too
+        owner, _, leaf = name.rpartition(".")
+        groups[owner in norm_names or leaf == "bias"].append(parameter)
+    return [{"params": groups[False], "weight_decay": weight_decay},
+            {"params": groups[True], "weight_decay": 0.0}]
+
+
+@correct("merge_batch_stats")
+def merge_by_sums_around_the_mean(counts, means, variances):
+    counts = np.asarray(counts, dtype=np.float64)[:, None]
+    total = counts.sum()
+    mean = (counts * means).sum(axis=0) / total
+    spread = (counts * (variances + (means - mean) ** 2)).sum(axis=0)
+    return mean, spread / total
+
+
+@correct("merge_batch_stats")
+def merge_two_at_a_time(counts, means, variances):
+    """Chan et al.'s pairwise update, one part after another."""
+    n, mean, m2 = 0.0, np.zeros(means.shape[1]), np.zeros(means.shape[1])
+    for count, part_mean, part_var in zip(counts, means, variances):
+        delta = part_mean - mean
+        new_n = n + count
+        mean = mean + delta * count / new_n
+        m2 = m2 + part_var * count + delta ** 2 * n * count / new_n
+        n = new_n
+    return mean, m2 / n
+
+
+@correct("batch_renorm_forward")
+def renorm_step_by_step(x, running_mean, running_var, gamma, beta, r_max, d_max, eps=1e-5):
+    mean, var = x.mean(axis=0), x.var(axis=0)
+    sigma_batch, sigma = np.sqrt(var + eps), np.sqrt(running_var + eps)
+    r = np.clip(sigma_batch / sigma, 1 / r_max, r_max)
+    d = np.clip((mean - running_mean) / sigma, -d_max, d_max)
+    return gamma * ((x - mean) / sigma_batch * r + d) + beta
+
+
+@correct("batch_renorm_forward")
+def renorm_through_torch(x, running_mean, running_var, gamma, beta, r_max, d_max, eps=1e-5):
+    t = torch.from_numpy(np.ascontiguousarray(x))
+    mean, std = t.mean(0), torch.sqrt(t.var(0, unbiased=False) + eps)
+    sigma = torch.sqrt(torch.from_numpy(np.asarray(running_var)) + eps)
+    r = torch.clamp(std / sigma, 1 / r_max, r_max)
+    d = torch.clamp((mean - torch.from_numpy(np.asarray(running_mean))) / sigma, -d_max, d_max)
+    out = ((t - mean) / std * r + d) * torch.from_numpy(gamma) + torch.from_numpy(beta)
+    return out.numpy()
+
+
+@correct("build_mlp")
+def mlp_from_a_list(norm_layer, in_features, hidden, depth, num_classes):
+    layers, width = [], in_features
+    for _ in range(depth):
+        layers.append(torch.nn.Linear(width, hidden, bias=norm_layer is None))
+        if norm_layer is not None:
+            layers.append(norm_layer(hidden))
+        layers.append(torch.nn.Sigmoid())
+        width = hidden
+    return torch.nn.Sequential(*layers, torch.nn.Linear(width, num_classes))
+
+
+@correct("build_mlp")
+def mlp_block_by_block(norm_layer, in_features, hidden, depth, num_classes):
+    def block(width):
+        if norm_layer is None:
+            return [torch.nn.Linear(width, hidden), torch.nn.Sigmoid()]
+        return [torch.nn.Linear(width, hidden, bias=False), norm_layer(hidden), torch.nn.Sigmoid()]
+
+    layers = block(in_features)
+    for _ in range(depth - 1):
+        layers += block(hidden)
+    layers.append(torch.nn.Linear(hidden, num_classes))
+    return torch.nn.Sequential(*layers)
+
+
 def first_correct(exercise):
     return next(impl for name, impl in CORRECT if name == exercise)
 
@@ -1091,8 +1240,12 @@ def test_hidden_non_contiguous_cases_hand_over_non_contiguous_arrays():
 # --- what a failing candidate is told ----------------------------------------
 
 # Exercises whose answers are NumPy arrays (not a torch module, a diagnosis string or a step).
+# Exercises whose answer returns arrays (the others return a module, a model, groups, a
+# step or a string).
 NUMPY_EXERCISES = [name for name in EXERCISES
-                   if name not in ("BatchNorm2d", "diagnose_bn_bug", "steps_to_reach")]
+                   if name not in ("BatchNorm2d", "diagnose_bn_bug", "steps_to_reach",
+                                   "build_mlp", "freeze_batchnorm", "zero_init_last_bn",
+                                   "param_groups")]
 
 
 @pytest.mark.parametrize("answer", [None, 3, ["no-bug"], "not a bug we know", np.zeros(2)])
@@ -1468,8 +1621,8 @@ def test_progress_of_every_notebook_lists_its_exercises():
 
 
 def test_progress_rejects_an_unknown_notebook():
-    with pytest.raises(ValueError, match="09"):
-        Progress("09")
+    with pytest.raises(ValueError, match="11"):
+        Progress("11")
 
 
 def test_package_exposes_check_and_progress():

@@ -5,7 +5,7 @@
     progress = Progress("01"); progress.check("batch_var", batch_var); progress.summary()
 
 Each notebook's exercises, with their hidden cases, catalogued mistakes and
-probes, live in one module (``nb01_batch_statistics`` ... ``nb08_beyond``); the
+probes, live in one module (``nb01_batch_statistics`` ... ``nb10_across_devices``); the
 engine that plays and compares them is ``_core``. ``check`` never raises because
 of the candidate: exceptions, wrong types and shapes, NaN, modified inputs,
 endless loops and calls to a ready-made batch norm all become a failed result
@@ -24,6 +24,8 @@ from bn_course.checks import (
     nb06_pytorch_module,
     nb07_training_comparisons,
     nb08_beyond,
+    nb09_in_practice,
+    nb10_across_devices,
 )
 from bn_course.checks._core import DETECTED, GROUPS, CheckResult, verdict
 from bn_course.numerics import relative_error
@@ -43,7 +45,8 @@ __all__ = [
 NOTEBOOK_MODULES = {
     "01": nb01_batch_statistics, "02": nb02_normalizing, "03": nb03_scale_and_shift,
     "04": nb04_train_vs_eval, "05": nb05_backward, "06": nb06_pytorch_module,
-    "07": nb07_training_comparisons, "08": nb08_beyond,
+    "07": nb07_training_comparisons, "08": nb08_beyond, "09": nb09_in_practice,
+    "10": nb10_across_devices,
 }
 NOTEBOOK_EXERCISES = {notebook: tuple(exercise.name for exercise in module.EXERCISES)
                       for notebook, module in NOTEBOOK_MODULES.items()}
