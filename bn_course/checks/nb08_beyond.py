@@ -75,7 +75,8 @@ def _fold_cases(group):
                              running_mean=rng.standard_normal(out_channels).astype(dtype),
                              running_var=rng.uniform(0.2, 3.0, out_channels).astype(dtype))
         cases.append(_cases.function_case(
-            f"a {shape} weight {'without' if bias is None else 'with'} bias, eps={bn.eps}",
+            f"a {'float32 ' if group == 'float32' else ''}{shape} weight "
+            f"{'without' if bias is None else 'with'} bias, eps={bn.eps}",
             {"conv_weight": weight, "conv_bias": bias, "bn": bn},
             labels=("folded weight", "folded bias"), float32=group == "float32"))
     return cases
