@@ -25,7 +25,8 @@ BIASED_HINT = ("Normalize with the biased variance: divide by the number of valu
 def _layernorm_cases(group):
     rng = np.random.default_rng(19)
     image_shapes = {"basic": [(3, 4, 2, 2)], "awkward": [(1, 2, 3, 3)], "float32": [(2, 3, 2, 2)]}
-    images = [(f"a ({', '.join(map(str, shape))}) batch of images",
+    kind = "float32 " if group == "float32" else ""
+    images = [(f"a {kind}({', '.join(map(str, shape))}) batch of images",
                _cases.batch(rng, shape[0], int(np.prod(shape[1:]))).reshape(shape))
               for shape in image_shapes[group]]
     shapes = [(d, x.astype(np.float32) if group == "float32" else x) for d, x in images]
@@ -53,7 +54,8 @@ def _groupnorm_cases(group):
         gamma, beta = _cases.gamma_beta(rng, shape[1], x.dtype)
         eps = _cases.eps_for(i)
         cases.append(_cases.function_case(
-            f"a {shape} batch in {groups} groups, {_cases.eps_text(eps)}",
+            f"a {'float32 ' if group == 'float32' else ''}{shape} batch in {groups} groups, "
+            f"{_cases.eps_text(eps)}",
             {"x": x, "gamma": gamma, "beta": beta, "num_groups": groups},
             _cases.with_eps({}, eps), float32=group == "float32"))
     return cases
