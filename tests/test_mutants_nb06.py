@@ -631,6 +631,31 @@ class ModuleEvalWithBatchMean(StudentBatchNorm2d):
         return self.scale_shift(x, x.mean((0, 2, 3), keepdim=True), channel_view(self.running_var))
 
 
+# A Keras layer ported as it is: momentum=0.99 by default, weighing the old value.
+@MUTANTS.make("BatchNorm2d", "old-value-momentum-by-default")
+class ModuleKerasMomentumDefault(StudentBatchNorm2d):
+    def __init__(self, num_features, eps=1e-5, momentum=0.99):
+        super().__init__(num_features, eps, momentum)
+
+    def running_weight(self):
+        return 1.0 - self.momentum
+
+
+# CS231n's layer as a module: momentum=0.9 keeps the old value, biased running variance.
+@MUTANTS.make("BatchNorm2d", "old-value-momentum-and-biased-running-var")
+class ModuleCS231nDefaults(StudentBatchNorm2d):
+    def __init__(self, num_features, eps=1e-5, momentum=0.9):
+        super().__init__(num_features, eps, momentum)
+
+    @torch.no_grad()
+    def update(self, x):
+        m = self.momentum
+        self.running_mean.copy_(m * self.running_mean + (1 - m) * x.mean(dim=(0, 2, 3)))
+        self.running_var.copy_(m * self.running_var + (1 - m) * x.var(dim=(0, 2, 3),
+                                                                        unbiased=False))
+        self.count_batch()
+
+
 # --- the tests --------------------------------------------------------------
 
 def test_the_student_class_that_mutants_override_is_correct():

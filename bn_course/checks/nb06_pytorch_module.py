@@ -309,7 +309,7 @@ def _buggy_module(**bugs):
     """A from-scratch torch BatchNorm2d with mistakes (the class is built on first
     use, so that importing the checkers does not import torch)."""
 
-    def build(num_features, eps=1e-5, momentum=0.1):
+    def build(num_features, eps=1e-5, momentum=bugs.get("default_momentum", 0.1)):
         import torch
 
         class BuggyBatchNorm2d(torch.nn.Module):
@@ -393,6 +393,14 @@ def _wraps_torch_layer(num_features, eps=1e-5, momentum=0.1):
     return Wrapper()
 
 
+OLD_VALUE_AND_BIASED = ("Your module follows the CS231n / d2l (before 2022) convention: "
+                        "momentum weighs the OLD running value and the running variance is "
+                        "biased.")
+MOMENTUM_HINT = ("PyTorch: momentum=0.1 by default, and running = (1 - momentum) * running + "
+                 "momentum * batch.")
+OLD_VALUE_DEFAULT = ("Your module follows the Keras / CS231n momentum convention: its default "
+                     "momentum (0.9 or 0.99) is the weight of the OLD running value.")
+
 MODULE_HINT = ("Mirror torch.nn.BatchNorm2d: nn.Parameter weight and bias, register_buffer for "
                "running_mean, running_var and num_batches_tracked.")
 
@@ -409,12 +417,15 @@ BATCHNORM2D = Exercise(
     build=_buggy_module, needs_torch=True, time_limit_s=30.0, hint=MODULE_HINT,
     probes=(_probes.wrong_defaults, first_difference),
     mistakes=[
-        _module_mistake("old-value-momentum-and-biased-running-var",
-                        "Your module follows the CS231n / d2l (before 2022) convention: "
-                        "momentum weighs the OLD running value and the running variance is "
-                        "biased.", "PyTorch: running = (1 - momentum) * running + momentum * "
-                        "batch, with the unbiased batch variance.",
-                        flipped_momentum=True, biased_running_var=True),
+        # With PyTorch's default momentum, and with CS231n's default of 0.9.
+        *[_module_mistake("old-value-momentum-and-biased-running-var", OLD_VALUE_AND_BIASED,
+                          "PyTorch: running = (1 - momentum) * running + momentum * batch, "
+                          "with the unbiased batch variance.", flipped_momentum=True,
+                          biased_running_var=True, default_momentum=default)
+          for default in (0.1, 0.9)],
+        *[_module_mistake("old-value-momentum-by-default", OLD_VALUE_DEFAULT, MOMENTUM_HINT,
+                          flipped_momentum=True, default_momentum=default)
+          for default in (0.9, 0.99)],
         _module_mistake("momentum-convention-flipped", "Your module uses momentum as the weight "
                         "of the OLD running value.", "PyTorch: running = (1 - momentum) * "
                         "running + momentum * batch.", flipped_momentum=True),
