@@ -207,7 +207,7 @@ def test_your_network_uses_your_pieces_and_says_so(not_grading, capsys):
     assert network.norm_layer is demo.as_batchnorm1d(BatchNorm2d)
     assert network.name == "your BatchNorm2d"
     out = capsys.readouterr().out
-    assert "normalize with your BatchNorm2d" in out and "built by your build_mlp" in out
+    assert "normalize with your BatchNorm2d" in out and "with your build_mlp" in out
 
 
 def test_your_network_falls_back_to_the_course_with_the_diagnosis(not_grading, capsys):
@@ -227,7 +227,7 @@ def test_your_network_falls_back_to_the_course_with_the_diagnosis(not_grading, c
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2
     assert "because your BatchNorm2d does not pass its self-check yet: Not implemented" in lines[0]
-    assert "the course's build_mlp, because yours does not pass" in lines[1]
+    assert "with the course's build_mlp, because yours does not pass" in lines[1]
     assert "torch.nn.Sequential, got None" in lines[1]
 
 

@@ -194,16 +194,16 @@ def your_network(build_mlp, BatchNorm2d):
     build_problem = self_check_problem("build_mlp", build_mlp)
     if layer_problem is None:
         norm_layer, name = as_batchnorm1d(BatchNorm2d), "your BatchNorm2d"
-        say("The networks with BN in this notebook normalize with your BatchNorm2d "
+        say("The experiments given this network normalize with your BatchNorm2d "
             "(each feature a channel of 1x1 images).")
     else:
         norm_layer, name = BatchNorm1d, "the course's BatchNorm1d"
-        say("The networks with BN in this notebook normalize with the course's BatchNorm1d, "
+        say("The experiments given this network normalize with the course's BatchNorm1d, "
             f"because your BatchNorm2d does not pass its self-check yet: {layer_problem}")
     if build_problem is None:
-        say("They are built by your build_mlp.")
+        say("They build it with your build_mlp.")
     else:
-        say("They are built by the course's build_mlp, because yours does not pass its "
+        say("They build it with the course's build_mlp, because yours does not pass its "
             f"self-check yet: {build_problem}")
     return Network(None if build_problem else build_mlp, norm_layer, name)
 
