@@ -309,7 +309,9 @@ def _buggy_module(**bugs):
     """A from-scratch torch BatchNorm2d with mistakes (the class is built on first
     use, so that importing the checkers does not import torch)."""
 
-    def build(num_features, eps=1e-5, momentum=bugs.get("default_momentum", 0.1)):
+    default_momentum = bugs.get("default_momentum", 0.1)  # Keras' and CS231n's differ
+
+    def build(num_features, eps=1e-5, momentum=default_momentum):
         import torch
 
         class BuggyBatchNorm2d(torch.nn.Module):
