@@ -46,9 +46,11 @@ def unflagged_copy(module_name):
 
 
 def correct_answer(name):
-    if name == "BatchNorm2d":  # the registry's reference is torch's own layer
-        return unflagged_copy("bn_course.reference.torch").BatchNorm2d
-    reference = EXERCISES[name].reference
+    """The course's answer, from an unflagged copy of the module that defines it."""
+    for module in ("bn_course.reference.numpy", "bn_course.reference.torch"):
+        if hasattr(importlib.import_module(module), name):
+            return getattr(unflagged_copy(module), name)
+    reference = EXERCISES[name].reference  # an answer key, e.g. diagnose_bn_bug's
     return getattr(unflagged_copy(reference.__module__), reference.__name__)
 
 
