@@ -1750,3 +1750,13 @@ def test_an_attribute_set_to_none_is_not_told_to_return():
     assert not result.passed
     assert "layer.running_mean" in result.message and "None" in result.message
     assert "return" not in result.message, result.message
+
+
+def test_a_wrong_shape_that_nothing_names_is_an_observation():
+    def keeps_every_example(x):
+        return x - x.mean(axis=0)  # (N, D) where (D,) is expected
+
+    result = check("batch_mean", keeps_every_example)
+    assert not result.passed and result.mistake is None
+    assert result.observation == "wrong-shape"
+    assert "has shape" in result.message

@@ -727,7 +727,15 @@ def _verdict(exercise, candidate, groups):
     return CheckResult(exercise.name, False,
                        _lines(*(o.sentence for o in observations), _evidence(played),
                               _also_raised(played), hint),
-                       observation=observations[0].id if observations else None)
+                       observation=observations[0].id if observations else _shape_id(played))
+
+
+def _shape_id(played):
+    """The observation "wrong-shape" when an output has the wrong shape (the evidence line says which):
+    an observation the class report can count, though no probe was needed."""
+    shapes = [problem for p in played for *_, problem in p.differences()
+              if problem.startswith("has shape")]
+    return "wrong-shape" if shapes else None
 
 
 def verdict(exercise, candidate, groups):
