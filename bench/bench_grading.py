@@ -197,6 +197,7 @@ def main():
         run, _ = timed_grade(real, alone, work / "alone-graded", 1)
         print(f"   graded {run.seconds:.1f} s (the grader's own work {run.grader_seconds:.1f} s) "
               f"vs plainly {plain:.1f} s: {run.seconds / plain:.2f}x (target <= 1.2x)")
+        grader_alone = run.grader_seconds / len(notebooks)  # with a core to itself, mostly
 
         print(f"\n3. The class of {args.students}, {len(notebooks)} notebooks each")
         submitted = write_class(work / "class", students, releases, solved)
@@ -219,7 +220,8 @@ def main():
               f"start, waiting for the grader); a notebook took {sequential.worker_seconds / count:.2f}"
               f" s to execute alone, {parallel.worker_seconds / count:.2f} s beside another")
         grader_share = parallel.grader_seconds / count
-        print(f"   the grader's own serial work: {grader_share:.3f} s per notebook")
+        print(f"   the grader's own serial work: {grader_share:.3f} s per notebook beside the "
+              f"workers, {grader_alone:.3f} s with no workers beside it (2.)")
 
         print(f"\n4. Projection: {CLASS_SIZE} students x {len(notebooks)} notebooks, each worker "
               f"on a core of its own, as busy as measured above ({busy:.0%})")
@@ -229,9 +231,10 @@ def main():
         for cores in (1, 8, 16, 32, 64, 128):
             print(f"   {cores:>6}  {CLASS_SIZE * per_student / (cores * busy) / HOUR:6.2f}")
         needed = math.ceil(CLASS_SIZE * per_student / HOUR / busy)
-        ceiling = HOUR / grader_share if grader_share else float("inf")
-        print(f"   cores for one hour: {needed}; the grader alone caps a run at "
-              f"{ceiling:,.0f} notebooks an hour ({CLASS_SIZE * len(notebooks):,} needed)")
+        print(f"   cores for one hour: {needed}; the grader (serial) caps a run at "
+              f"{HOUR / grader_alone:,.0f} notebooks an hour on a core of its own, "
+              f"{HOUR / grader_share:,.0f} sharing this machine's cores with its workers "
+              f"({CLASS_SIZE * len(notebooks):,} needed)")
     return 0 if same else 1
 
 

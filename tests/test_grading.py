@@ -235,7 +235,9 @@ def hostile_class(course_dir, submitted):
     attacks = {
         "h_memory": "import numpy\nhog = numpy.ones(20 * 2**30 // 8)",
         "h_fork_bomb": ("import os\nfor _ in range(40):  # bounded: the test machine survives\n"
-                        "    if os.fork() == 0:\n        os.setsid()\n"
+                        "    if os.fork() == 0:\n"
+                        # Leaving the process group: only a PID namespace catches those.
+                        f"        {'os.setsid()' if sandbox.namespace_flags() else 'pass'}\n"
                         f"        os.execvp('sleep', ['sleep', '{MARK}'])"),
         "h_sleeper": ("import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
                       "while True:\n    time.sleep(1)"),
@@ -277,6 +279,25 @@ def test_hostile_submissions_are_contained_and_change_no_other_grade(toy, sequen
     survivors = subprocess.run(["pgrep", "-f", f"sleep {MARK}"], capture_output=True, text=True,
                                check=False)
     assert survivors.stdout == "", "the fork bomb's children outlived the grading"
+
+
+@pytest.mark.parametrize("namespaces", [True, False], ids=["namespaces", "no-namespaces"])
+def test_the_kernel_sees_no_secret_of_the_grader(toy, tmp_path, monkeypatch, namespaces):
+    """With the namespaces, and without them (where the OS refuses them)."""
+    if namespaces and not sandbox.namespace_flags():
+        pytest.skip("this machine gives no namespaces")
+    if not namespaces:
+        monkeypatch.setattr(sandbox, "namespace_flags", lambda: None)
+    monkeypatch.setenv("BN_COURSE_TEST_TOKEN", "hunter2")
+    answer = SQUARE + "import os\nprint(sorted(os.environ), os.environ.get('BN_COURSE_TEST_TOKEN'))"
+    submitted = write_class(tmp_path / "class", {"ada": answer})
+    run = grading.grade(toy, submitted, course_dir=tmp_path / "graded", timeout=TIMEOUT)
+    assert (run.grades[0].score, run.grades[0].problem) == (3, None)
+    autograded = nbformat.read(str(tmp_path / "graded" / "autograded" / "ada" / TOY
+                                   / f"{TOY}.ipynb"), as_version=4)
+    printed = "".join(output.get("text", "") for output in cells_by_id(autograded)["square"].outputs)
+    assert "'HOME'" in printed  # the cell did print the environment's names
+    assert "hunter2" not in printed and "BN_COURSE_TEST_TOKEN" not in printed
 
 
 # ---------------------------------------------------------------------------

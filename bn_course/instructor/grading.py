@@ -123,8 +123,9 @@ def _subfolders(path):
                   if entry.is_dir() and not entry.name.startswith((".", "__")))
 
 
-def _inspect_submission(submission, release):
-    """(problem, notice) about a submission before grading it: a problem skips it."""
+def _inspect_submission(submission, release, release_ids):
+    """(problem, notice) about a submission before grading it: a problem skips it.
+    ``release_ids``: the grade_ids of the release notebook at path ``release``."""
     import nbformat
 
     notebook = submission.folder / release.name
@@ -135,7 +136,7 @@ def _inspect_submission(submission, release):
         submitted = nbformat.read(str(notebook), as_version=4)
     except Exception as exc:  # noqa: BLE001 -- nbformat raises many kinds for a broken file
         return f"{notebook.name} is not a readable notebook ({type(exc).__name__}: {exc})", None
-    if not grade_ids(submitted) & grade_ids(nbformat.read(str(release), as_version=4)):
+    if not grade_ids(submitted) & release_ids:
         # Graded anyway: nbgrader puts the course's test cells back, so the
         # score stands for what the notebook does; the instructor is told.
         return None, (f"{submission.student}/{submission.assignment}: none of {notebook.name}'s "
@@ -218,6 +219,7 @@ class _Grader:
         self.worker_steps, self.record_steps = _split_autograde_steps(config)
         self.plain_config = _plain(config)
         self.retried = set()
+        self.release_ids = {}
         self.failures = 0
         self.bar = None
         self.own_seconds = 0.0
@@ -261,7 +263,8 @@ class _Grader:
 
     def _sanitize(self, submission, notices):
         release = Course(self.root).release_notebook(submission.assignment)
-        problem, notice = _inspect_submission(submission, release)
+        problem, notice = _inspect_submission(submission, release,
+                                              self._release_ids(submission.assignment))
         if notice:
             notices.append(notice)
         if problem is None:
@@ -272,6 +275,15 @@ class _Grader:
             problem = f"nbgrader failed: {failure_summary(result)}"
         self._finish(submission, problem)
         return None
+
+    def _release_ids(self, assignment):
+        """The release's grade_ids, read once per assignment."""
+        import nbformat
+
+        if assignment not in self.release_ids:
+            release = Course(self.root).release_notebook(assignment)
+            self.release_ids[assignment] = grade_ids(nbformat.read(str(release), as_version=4))
+        return self.release_ids[assignment]
 
     def _job(self, submission):
         folder = self._autograded(submission.student, submission.assignment)
