@@ -9,6 +9,8 @@ import pytest
 import torch
 from mutation import Mutants, as_tensor, assert_diagnosed, missing_mutants
 
+from bn_course.checks import check
+
 MUTANTS = Mutants()
 
 
@@ -63,6 +65,34 @@ def mean_of_transpose(x):
 @MUTANTS.make("batch_mean", "sum-not-mean")
 def column_sums_add_reduce(x):
     return np.add.reduce(x, axis=0)
+
+
+# "Centre the data" read as one mean for the whole batch, tiled to the right shape.
+@MUTANTS.make("batch_mean", "one-mean-for-all-features")
+def one_mean_tiled(x):
+    return np.tile(np.mean(x), x.shape[1])
+
+
+# The robust statistic instead of the asked one, by sorting each column (for an even N,
+# the mean of the two middle values, as np.median does).
+@MUTANTS.make("batch_mean", "median-not-mean")
+def median_by_sorting(x):
+    ordered = np.sort(x, axis=0)
+    n = len(x)
+    return (ordered[(n - 1) // 2] + ordered[n // 2]) / 2
+
+
+# x.astype(np.float32) "to save memory" before averaging: right to 7 digits, wrong only
+# where large values cancel.
+@MUTANTS.make("batch_mean", "observation:loses-digits")
+def mean_in_float32(x):
+    return np.mean(x.astype(np.float32), axis=0, dtype=np.float32)
+
+
+# The sum divided by the number of columns, len(x[0]), instead of the number of rows.
+@MUTANTS.make("batch_mean", "observation:constant-factor")
+def mean_over_row_length(x):
+    return x.sum(axis=0) / len(x[0])
 
 
 # --- batch_var --------------------------------------------------------------
@@ -175,7 +205,49 @@ def var_float32_tensor_unbiased(x):
     return torch.Tensor(x).var(dim=0).numpy()
 
 
+# Centred on np.mean(x), the mean of every value, as a global standardization does.
+@MUTANTS.make("batch_var", "global-mean-deviations")
+def var_around_grand_mean(x):
+    return np.mean(np.square(x - np.mean(x)), axis=0)
+
+
+# The L1 spread: the mean of |x - mean|, feature by feature in a loop.
+@MUTANTS.make("batch_var", "mean-absolute-deviation")
+def mean_absolute_deviation_loop(x):
+    return np.array([np.abs(column - column.mean()).mean() for column in x.T])
+
+
+# The count taken from the wrong axis: n = x.shape[1] is D, the number of features.
+@MUTANTS.make("batch_var", "divides-by-features")
+def var_over_wrong_count(x):
+    n = x.shape[1]
+    return ((x - x.mean(axis=0)) ** 2).sum(axis=0) / n
+
+
+# The one-pass formula in float32 (x cast to save memory): at values near 1e6 the two
+# terms agree to all of float32's digits and their difference even goes negative.
+@MUTANTS.make("batch_var", "observation:negative-variance")
+def var_one_pass_float32(x):
+    x32 = x.astype(np.float32)
+    mean = np.einsum("nd->d", x32) / np.float32(len(x))
+    return np.einsum("nd,nd->d", x32, x32) / np.float32(len(x)) - mean * mean
+
+
 # --- the tests --------------------------------------------------------------
+
+def test_a_factor_of_n_over_d_is_named():
+    message = check("batch_mean", mean_over_row_length).message
+    assert "(N/D with N = 8, D = 3: as if divided by D instead of N)" in message, message
+
+
+def test_a_float64_mean_computed_in_float64_passes_the_cancelling_case():
+    """The case with +-1e6 values is there for float32 arithmetic; float64 sums by any
+    route stay within its tolerance."""
+    for candidate in (lambda x: x.mean(axis=0), lambda x: np.einsum("nd->d", x) / len(x),
+                      lambda x: np.array([sum(column) / len(column) for column in x.T])):
+        result = check("batch_mean", candidate)
+        assert result.passed, result.message
+
 
 def test_every_mistake_of_the_notebook_has_a_mutant():
     assert not missing_mutants(MUTANTS, "01")

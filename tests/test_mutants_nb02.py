@@ -118,6 +118,19 @@ def normalize_through_a_view(x, mean, var, eps=1e-5):
     return out
 
 
+# "Scale by the standard deviation" read the wrong way: un-normalizing instead.
+@MUTANTS.make("normalize", "multiplies-by-std")
+def normalize_times_std(x, mean, var, eps=1e-5):
+    return np.multiply(x - mean, np.power(var + eps, 0.5))
+
+
+# Dividing first, then subtracting the mean that belonged before the division.
+@MUTANTS.make("normalize", "divides-before-centring")
+def normalize_divide_first(x, mean, var, eps=1e-5):
+    inverse_std = 1.0 / np.sqrt(var + eps)
+    return x * inverse_std - mean
+
+
 # --- the tests --------------------------------------------------------------
 
 def test_every_mistake_of_the_notebook_has_a_mutant():

@@ -260,6 +260,28 @@ def forward_keras_default_eps(x, gamma, beta, eps=1e-3):
     return gamma * (x - x.mean(axis=0)) / np.sqrt(x.var(axis=0) + eps) + beta
 
 
+# Shift first, then scale: beta ends up multiplied by gamma.
+@MUTANTS.make("batchnorm_forward", "shift-then-scale")
+def forward_shift_then_scale(x, gamma, beta, eps=1e-5):
+    return gamma * (student_x_hat(x, eps) + beta)
+
+
+# One variance for the whole batch, around the per-feature means, from torch.
+@MUTANTS.make("batchnorm_forward", "one-variance-for-all-features")
+def forward_one_variance(x, gamma, beta, eps=1e-5):
+    centred = x - x.mean(axis=0, keepdims=True)
+    var = torch.mean(as_tensor(centred) ** 2).item()
+    return gamma * centred / np.sqrt(var + eps) + beta
+
+
+# eps as a relative tolerance: the variance scaled up by (1 + eps), not shifted by eps.
+@MUTANTS.make("batchnorm_forward", "eps-multiplies-variance")
+def forward_eps_as_relative(x, gamma, beta, eps=1e-5):
+    mean = x.mean(axis=0)
+    var = x.var(axis=0)
+    return gamma * (x - mean) / np.sqrt(var + eps * var) + beta
+
+
 # --- the tests --------------------------------------------------------------
 
 def test_every_mistake_of_the_notebook_has_a_mutant():

@@ -189,6 +189,23 @@ def update_cs231n_default_momentum(running_mean, running_var, x, momentum=0.9):
             (1 - momentum) * running_var + momentum * x.var(axis=0, ddof=1))
 
 
+# The blend written as an accumulation: the old value is never decayed.
+@MUTANTS.make("update_running_stats", "old-value-not-decayed")
+def update_accumulates(running_mean, running_var, x, momentum=0.1):
+    new_mean = running_mean.copy()
+    new_mean += momentum * x.mean(axis=0)
+    new_var = running_var + momentum * np.var(x, axis=0, ddof=1)
+    return new_mean, new_var
+
+
+# The running mean updated first, then reused as "the mean" for the batch variance.
+@MUTANTS.make("update_running_stats", "var-around-new-running-mean")
+def update_var_around_updated_mean(running_mean, running_var, x, momentum=0.1):
+    running_mean = (1 - momentum) * running_mean + momentum * x.mean(axis=0)
+    batch_var = np.sum((x - running_mean) ** 2, axis=0) / (x.shape[0] - 1)
+    return running_mean, (1 - momentum) * running_var + momentum * batch_var
+
+
 # --- batchnorm_eval ---------------------------------------------------------
 
 @MUTANTS.make("batchnorm_eval", "batch-stats-in-eval")
@@ -297,6 +314,18 @@ def eval_folded_in_float32(x, running_mean, running_var, gamma, beta, eps=1e-5):
 @MUTANTS.make("batchnorm_eval", "observation:wrong-default")
 def eval_keras_default_eps(x, running_mean, running_var, gamma, beta, eps=1e-3):
     return gamma * (x - running_mean) / np.sqrt(running_var + eps) + beta
+
+
+# Shift then scale on the inference path too.
+@MUTANTS.make("batchnorm_eval", "shift-then-scale")
+def eval_shift_then_scale(x, running_mean, running_var, gamma, beta, eps=1e-5):
+    return ((x - running_mean) / np.sqrt(running_var + eps) + beta) * gamma
+
+
+# eps multiplied into the running variance.
+@MUTANTS.make("batchnorm_eval", "eps-multiplies-variance")
+def eval_eps_multiplied(x, running_mean, running_var, gamma, beta, eps=1e-5):
+    return gamma * (x - running_mean) / np.sqrt(running_var * (1 + eps)) + beta
 
 
 # --- BatchNorm1d ------------------------------------------------------------
@@ -763,6 +792,50 @@ class RandomAffineStart(StudentBatchNorm1d):
         super().__init__(num_features, eps, momentum)
         rng = np.random.default_rng(0)
         self.gamma, self.beta = rng.standard_normal(num_features), rng.standard_normal(num_features)
+
+
+# Both modes shift before scaling: one scale_shift helper, written wrong once.
+@MUTANTS.make("BatchNorm1d", "shift-then-scale")
+class ShiftThenScale(StudentBatchNorm1d):
+    def scale_shift(self, x, mean, var):
+        return ((x - mean) / np.sqrt(var + self.eps) + self.beta) * self.gamma
+
+
+# eps as a relative tolerance in the one scale_shift helper.
+@MUTANTS.make("BatchNorm1d", "eps-multiplies-variance")
+class EpsMultipliesVariance(StudentBatchNorm1d):
+    def scale_shift(self, x, mean, var):
+        return (x - mean) / np.sqrt(var * (1 + self.eps)) * self.gamma + self.beta
+
+
+# The eval path written again by hand, without eps (the train path is right).
+@MUTANTS.make("BatchNorm1d", "forgot-eps")
+class EvalWithoutEps(StudentBatchNorm1d):
+    def forward_eval(self, x):
+        return (x - self.running_mean) / np.sqrt(self.running_var) * self.gamma + self.beta
+
+
+# The eval path with eps on the standard deviation.
+@MUTANTS.make("BatchNorm1d", "eps-outside-sqrt")
+class EvalEpsOnStd(StudentBatchNorm1d):
+    def forward_eval(self, x):
+        std = np.sqrt(self.running_var) + self.eps
+        return self.gamma * (x - self.running_mean) / std + self.beta
+
+
+# The eval path with gamma and beta swapped (the train path is right).
+@MUTANTS.make("BatchNorm1d", "gamma-beta-swapped")
+class EvalGammaBetaSwapped(StudentBatchNorm1d):
+    def forward_eval(self, x):
+        x_hat = (x - self.running_mean) / np.sqrt(self.running_var + self.eps)
+        return self.beta * x_hat + self.gamma
+
+
+# The eval path forgets beta only.
+@MUTANTS.make("BatchNorm1d", "forgot-shift")
+class EvalWithoutShift(StudentBatchNorm1d):
+    def forward_eval(self, x):
+        return self.gamma * (x - self.running_mean) / np.sqrt(self.running_var + self.eps)
 
 
 # --- keras_to_torch_momentum ------------------------------------------------

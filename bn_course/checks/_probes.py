@@ -51,12 +51,19 @@ def ignores_eps(exercise, candidate, played):
     return []
 
 
-def _named_factor(factor, n):
-    names = {n / (n - 1): f"N/(N-1) with N = {n}: the unbiased correction",
-             (n - 1) / n: f"(N-1)/N with N = {n}",
-             1 / n: f"1/N with N = {n}", float(n): f"N = {n}", -1.0: "the sign is flipped",
-             2.0: "twice", 0.5: "half"} if n > 1 else {-1.0: "the sign is flipped"}
-    for value, name in names.items():
+def _named_factor(factor, n, d=0):
+    """The natural number that ``factor`` equals, for a batch of N examples and D
+    features (d = 0: unknown), as " (name)"; "" when none does."""
+    names = [(-1.0, "the sign is flipped")]
+    if n > 1:
+        names += [(n / (n - 1), f"N/(N-1) with N = {n}: the unbiased correction"),
+                  ((n - 1) / n, f"(N-1)/N with N = {n}"), (1 / n, f"1/N with N = {n}"),
+                  (float(n), f"N = {n}"), (2.0, "twice"), (0.5, "half")]
+    if d > 1 and d != n:
+        names += [(n / d, f"N/D with N = {n}, D = {d}: as if divided by D instead of N"),
+                  (d / n, f"D/N with N = {n}, D = {d}: as if divided by N instead of D"),
+                  (float(d), f"D = {d}"), (1 / d, f"1/D with D = {d}")]
+    for value, name in names:
         if abs(factor - value) <= 1e-6 * abs(value):
             return f" ({name})"
     return ""
@@ -66,7 +73,8 @@ def constant_factor(exercise, candidate, played):
     """Each wrong output is the expected one times the same number."""
     observations = []
     for p in played:
-        n = np.shape(p.case.args["x"])[0] if "x" in p.case.args else 0
+        shape = np.shape(p.case.args["x"]) if "x" in p.case.args else (0,)
+        n, d = shape[0], shape[1] if len(shape) == 2 else 0
         for label, want, got, problem in p.differences():
             if problem != "differs":
                 continue
@@ -81,7 +89,7 @@ def constant_factor(exercise, candidate, played):
             if np.all(np.abs(ratios - factor) <= 1e-6 * abs(factor)) and factor != 0:
                 observations.append(Observation(
                     "constant-factor", f"On {p.case.description}, your {label} is exactly "
-                    f"{factor:.6g} times the expected values{_named_factor(factor, n)}."))
+                    f"{factor:.6g} times the expected values{_named_factor(factor, n, d)}."))
         if observations:
             return observations[:2]
     return []

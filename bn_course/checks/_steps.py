@@ -20,7 +20,8 @@ def statistics(x, axis=0, ddof=0, stat="var", one_pass=False):
 
 def normalized(x, mean, var, eps, eps_place="inside", divide_by="std", centre="once"):
     """x_hat. eps_place: "inside" sqrt(var + eps), "outside" sqrt(var) + eps,
-    "missing", "after" (added to the quotient) or "floor" sqrt(max(var, eps)).
+    "missing", "after" (added to the quotient), "floor" sqrt(max(var, eps)) or
+    "times" sqrt(var * (1 + eps)).
     divide_by "var" forgets the square root. centre: "once", "never" or "twice" (the
     mean subtracted again)."""
     centred = {"once": x - mean, "never": x, "twice": x - 2 * mean}[centre]
@@ -34,12 +35,14 @@ def normalized(x, mean, var, eps, eps_place="inside", divide_by="std", centre="o
         return centred / np.sqrt(var) + eps
     if eps_place == "floor":
         return centred / np.sqrt(np.maximum(var, eps))
+    if eps_place == "times":
+        return centred / np.sqrt(var * (1 + eps))
     return centred / np.sqrt(var)
 
 
 def scaled(x_hat, gamma, beta, affine="right"):
     """gamma * x_hat + beta, or a classic slip: "swapped", "no-shift", "no-scale",
-    "none" (x_hat returned as it is)."""
+    "shift-then-scale" (x_hat + beta) * gamma, "none" (x_hat returned as it is)."""
     return {"right": lambda: gamma * x_hat + beta, "swapped": lambda: beta * x_hat + gamma,
             "no-shift": lambda: gamma * x_hat, "no-scale": lambda: x_hat + beta,
-            "none": lambda: x_hat}[affine]()
+            "shift-then-scale": lambda: (x_hat + beta) * gamma, "none": lambda: x_hat}[affine]()

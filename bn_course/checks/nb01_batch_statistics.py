@@ -9,7 +9,7 @@ The checker tries every mistake alone and in pairs (knobs that do not collide).
 import numpy as np
 
 from bn_course.checks import _cases, _probes
-from bn_course.checks._core import Exercise, knob_mistake
+from bn_course.checks._core import Exercise, Observation, knob_mistake
 from bn_course.reference import numpy as ref
 
 AXIS_HINT = ("x has shape (N, D): one row per example. Reduce over the batch axis, axis=0, "
@@ -23,31 +23,59 @@ def statistic_cases(group):
             for desc, x in _cases.shapes(group)]
 
 
-def _mean_with(axis=0, divide=True):
+def mean_cases(group):
+    """The statistic cases, and for float64 one where float32 arithmetic shows: values
+    of +-1e6 whose per-feature means are about 1. float32 holds 1e6 only to 0.06, so a
+    mean computed in float32 is off by about 1e-2; float64 keeps it to 1e-10."""
+    cases = statistic_cases(group)
+    if group == "awkward":
+        rng = np.random.default_rng(404)
+        signs = np.where(np.arange(10) % 2 == 0, 1.0, -1.0)[:, None]
+        x = signs * 1e6 + _cases.batch(rng, 10, 3)
+        cases.append(_cases.function_case(
+            "a (10, 3) batch of values near +1e6 and -1e6 whose means are small", {"x": x}))
+    return cases
+
+
+def _mean_with(axis=0, divide=True, statistic="mean", broadcast=False):
+    """batch_mean with knobs; broadcast: one number for the whole batch, repeated for
+    every feature."""
+
     def batch_mean(x):
-        total = x.sum(axis=axis)
-        return total / (x.size if axis is None else x.shape[axis]) if divide else total
+        if statistic == "median":
+            return np.median(x, axis=axis)
+        total = x.sum(axis=None if broadcast else axis)
+        n = x.size if axis is None or broadcast else x.shape[axis]
+        mean = total / n if divide else total
+        return np.full(x.shape[1], mean) if broadcast else mean
     return batch_mean
 
 
-def _var_with(axis=0, ddof=0, root=False, centred=True, one_pass=False):
-    """batch_var with one knob per classic mistake."""
+def _var_with(axis=0, ddof=0, root=False, centred=True, one_pass=False, around="feature",
+              deviation="squared", divide_by="N"):
+    """batch_var with one knob per classic mistake. around="global": deviations from
+    the mean of the whole batch; deviation="absolute": |x - mean| averaged;
+    divide_by="D": the sum over the batch divided by the number of features."""
 
     def batch_var(x):
         n = x.size if axis is None else x.shape[axis]
+        if divide_by == "D":
+            n = x.shape[1]
         if one_pass:
             var = (x * x).sum(axis=axis) / n - (x.sum(axis=axis) / n) ** 2
             var = var * n / (n - ddof)
         else:
-            deviations = x - x.mean(axis=axis, keepdims=True) if centred else x
-            var = (deviations ** 2).sum(axis=axis) / (n - ddof)
+            centre = x.mean(axis=None if around == "global" else axis, keepdims=True)
+            deviations = x - centre if centred else x
+            spread = np.abs(deviations) if deviation == "absolute" else deviations ** 2
+            var = spread.sum(axis=axis) / (n - ddof)
         return np.sqrt(var) if root else var
 
     return batch_var
 
 
 BATCH_MEAN = Exercise(
-    "batch_mean", ref.batch_mean, "batch_mean(x)", statistic_cases, build=_mean_with,
+    "batch_mean", ref.batch_mean, "batch_mean(x)", mean_cases, build=_mean_with,
     hint="One mean per feature, taken over the examples (the batch axis): shape (D,).",
     probes=(_probes.loses_digits, _probes.constant_factor),
     mistakes=[
@@ -58,12 +86,32 @@ BATCH_MEAN = Exercise(
                      "number.", AXIS_HINT, axis=None),
         knob_mistake("sum-not-mean", "You returned the sum over the batch, not the mean.",
                      "Divide the sum by the number of examples N = x.shape[0].", divide=False),
+        knob_mistake("one-mean-for-all-features", "You took one mean over the whole batch "
+                     "and repeated it for every feature: the shape is right, the values are "
+                     "not.", AXIS_HINT, broadcast=True),
+        knob_mistake("median-not-mean", "You returned the per-feature median "
+                     "(np.median(x, axis=0)), not the mean.", "Average the examples: the "
+                     "sum over axis 0 divided by N.", statistic="median"),
     ])
+
+def negative_variance(exercise, candidate, played):
+    """A variance below zero: rounding has cancelled the digits of a difference."""
+    for p in played:
+        for label, want, got, problem in p.differences():
+            got = np.asarray(got)
+            if np.issubdtype(got.dtype, np.floating) and np.any(got < 0):
+                return [Observation(
+                    "negative-variance", f"On {p.case.description}, your {label} has negative "
+                    f"values (down to {np.min(got):.4g}). A mean of squares is never negative: "
+                    "a one-pass E[x^2] - E[x]^2 gives such values when rounding (float32 "
+                    "above all) cancels its digits.")]
+    return []
+
 
 BATCH_VAR = Exercise(
     "batch_var", ref.batch_var, "batch_var(x)", statistic_cases, build=_var_with,
     hint="Per feature: the mean of the squared deviations from that feature's mean.",
-    probes=(_probes.loses_digits, _probes.constant_factor),
+    probes=(_probes.loses_digits, _probes.constant_factor, negative_variance),
     mistakes=[
         knob_mistake("axis-0-vs-1", "You took the variance across the features of each example "
                      "(axis=1).", AXIS_HINT, axis=1),
@@ -82,6 +130,16 @@ BATCH_VAR = Exercise(
                      "terms are about 1e12 and their difference loses most of its digits.",
                      "Subtract each feature's mean first, then average the squared deviations "
                      "(two passes over the data).", one_pass=True, precision=True),
+        knob_mistake("global-mean-deviations", "You measured the deviations from the mean of "
+                     "the whole batch, x.mean(), instead of from each feature's own mean.",
+                     "Subtract x.mean(axis=0): each feature is centred on its own mean.",
+                     around="global"),
+        knob_mistake("mean-absolute-deviation", "You averaged the absolute deviations "
+                     "|x - mean| (the mean absolute deviation), not their squares.",
+                     "Square the deviations before averaging them.", deviation="absolute"),
+        knob_mistake("divides-by-features", "You divided the sum over the batch by D, the "
+                     "number of features (x.shape[1]), instead of N, the number of examples.",
+                     "Average over the examples: divide by N = x.shape[0].", divide_by="D"),
     ])
 
 EXERCISES = [BATCH_MEAN, BATCH_VAR]

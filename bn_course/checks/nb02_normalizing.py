@@ -24,10 +24,17 @@ def normalize_cases(group):
     return cases
 
 
-def _normalize_with(own_statistics=False, **step_knobs):
+def _normalize_with(own_statistics=False, order="centre-then-divide", **step_knobs):
+    """order: "multiply" (x - mean) * std, or "divide-then-centre" x / std - mean."""
+
     def normalize(x, mean, var, eps=1e-5):
         if own_statistics:
             mean, var = _steps.statistics(x)
+        std = np.sqrt(var + eps)
+        if order == "multiply":
+            return (x - mean) * std
+        if order == "divide-then-centre":
+            return x / std - mean
         return _steps.normalized(x, mean, var, eps, **step_knobs)
     return normalize
 
@@ -71,6 +78,13 @@ NORMALIZE = Exercise(
                      "instead of using the mean and var you were given.",
                      "Use the arguments: later the same function normalizes with running "
                      "statistics.", own_statistics=True),
+        knob_mistake("multiplies-by-std", "You multiplied by the standard deviation instead "
+                     "of dividing by it.", "Divide: (x - mean) / np.sqrt(var + eps) has "
+                     "variance about 1.", order="multiply"),
+        knob_mistake("divides-before-centring", "You divided x by the standard deviation "
+                     "first and subtracted the mean afterwards (x / std - mean).",
+                     "Centre first, then divide: (x - mean) / np.sqrt(var + eps).",
+                     order="divide-then-centre"),
         Mistake("modifies-input", "Your function changed an input array in place (e.g. "
                 "`x -= mean`), so the caller's data is gone.",
                 "Build a new array instead: `centred = x - mean` leaves x untouched.",

@@ -5,7 +5,7 @@ import numpy as np
 from bn_course.checks import _cases, _probes, _steps
 from bn_course.checks._core import CandidateProblem, Exercise, Mistake, knob_mistake
 from bn_course.checks.nb01_batch_statistics import AXIS_HINT, BIASED_HINT
-from bn_course.checks.nb02_normalizing import EPS_AS_FLOOR, EPS_MISTAKES
+from bn_course.checks.nb02_normalizing import EPS_AS_FLOOR, EPS_HINT, EPS_MISTAKES
 from bn_course.reference import numpy as ref
 
 AFFINE_HINT = "Return gamma * x_hat + beta: gamma scales, beta shifts."
@@ -39,11 +39,15 @@ RETURNS_OUT_AND_CACHE = Mistake(
     "returns the output array alone.", "Return only the (N, D) output array.")
 
 
-def forward_with(axis=0, ddof=0, stat="var", one_pass=False, affine="right", **step_knobs):
-    """batchnorm_forward (any layout: ``axis`` names the reduced axes) with knobs."""
+def forward_with(axis=0, ddof=0, stat="var", one_pass=False, affine="right", one_var=False,
+                 **step_knobs):
+    """batchnorm_forward (any layout: ``axis`` names the reduced axes) with knobs;
+    one_var: the per-feature mean, but one variance for the whole batch."""
 
     def batchnorm_forward(x, gamma, beta, eps=1e-5):
         mean, var = _steps.statistics(x, axis, ddof, stat, one_pass)
+        if one_var:
+            var = np.full_like(var, ((x - mean) ** 2).mean())
         shape = (1, -1) + (1,) * (x.ndim - 2)
         x_hat = _steps.normalized(x, mean, var, eps, **step_knobs)
         return _steps.scaled(x_hat, gamma.reshape(shape), beta.reshape(shape), affine)
@@ -61,6 +65,15 @@ def _calls_torch(x, gamma, beta, eps=1e-5):
     out = F.batch_norm(torch.from_numpy(x), None, None, torch.from_numpy(gamma),
                        torch.from_numpy(beta), training=True, eps=eps)
     return out.numpy()
+
+
+SHIFT_THEN_SCALE = knob_mistake(
+    "shift-then-scale", "You added beta before multiplying by gamma, (x_hat + beta) * gamma, "
+    "so gamma scales beta too.", AFFINE_HINT, affine="shift-then-scale")
+EPS_TIMES_VAR = knob_mistake(
+    "eps-multiplies-variance", "You multiplied the variance by (1 + eps) instead of adding "
+    "eps to it: a feature with zero variance still divides by 0.",
+    EPS_HINT, eps_place="times")
 
 
 def affine_mistakes(noun="x_hat"):
@@ -104,7 +117,10 @@ BATCHNORM_FORWARD = Exercise(
     hint="Normalize each feature with the batch's own mean and biased variance (eps inside "
          "the square root), then scale by gamma and shift by beta.",
     mistakes=affine_mistakes() + variance_mistakes(BIASED_HINT) + EPS_MISTAKES + [
-        EPS_AS_FLOOR, RETURNS_OUT_AND_CACHE,
+        EPS_AS_FLOOR, RETURNS_OUT_AND_CACHE, SHIFT_THEN_SCALE, EPS_TIMES_VAR,
+        knob_mistake("one-variance-for-all-features", "You subtracted each feature's mean but "
+                     "divided by one variance taken over the whole batch.", "Take the "
+                     "variance per feature too: np.var(x, axis=0).", one_var=True),
         knob_mistake("axis-0-vs-1", "You normalized each example across its features (axis=1): "
                      "that is LayerNorm, not BatchNorm.", AXIS_HINT, axis=1),
         knob_mistake("no-axis", "You took one mean and one variance over the whole batch, not "

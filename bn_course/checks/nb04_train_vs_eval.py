@@ -20,7 +20,9 @@ from bn_course.checks._core import (
 from bn_course.checks.nb01_batch_statistics import BIASED_HINT
 from bn_course.checks.nb02_normalizing import EPS_AS_FLOOR, EPS_MISTAKES
 from bn_course.checks.nb03_scale_and_shift import (
+    EPS_TIMES_VAR,
     RETURNS_OUT_AND_CACHE,
+    SHIFT_THEN_SCALE,
     affine_mistakes,
     refusing_out_and_cache,
 )
@@ -63,18 +65,24 @@ def update_cases(group):
 
 
 def _update_with(weight_of_new="momentum", ddof=1, stat="var", update_var=True, blend=True,
-                 fixed_momentum=None, swapped=False):
+                 fixed_momentum=None, swapped=False, weight_of_old="1 - new",
+                 var_around="batch mean"):
     """fixed_momentum: the argument ignored, this value used instead; swapped: returns
-    (var, mean)."""
+    (var, mean); weight_of_old="1": the old value kept whole, not decayed;
+    var_around="new running mean": the batch's squared deviations from the new running
+    mean instead of from the batch mean."""
 
     def update_running_stats(running_mean, running_var, x, momentum=0.1):
         momentum = momentum if fixed_momentum is None else fixed_momentum
         new = momentum if weight_of_new == "momentum" else 1 - momentum
+        old = 1 - new if weight_of_old == "1 - new" else 1
         mean, var = _steps.statistics(x, ddof=ddof, stat=stat)
         mean, var = mean[0], var[0]
         if blend:
-            var = (1 - new) * running_var + new * var if update_var else running_var
-            mean = (1 - new) * running_mean + new * mean
+            mean = old * running_mean + new * mean
+            if var_around == "new running mean":
+                var = ((x - mean) ** 2).sum(axis=0) / (len(x) - ddof)
+            var = old * running_var + new * var if update_var else running_var
         return (var, mean) if swapped else (mean, var)
 
     return update_running_stats
@@ -144,6 +152,13 @@ UPDATE_RUNNING_STATS = Exercise(
         knob_mistake("outputs-swapped", "You returned (new running var, new running mean): the "
                      "order is (mean, var).", "Return the new mean first, then the new "
                      "variance.", swapped=True),
+        knob_mistake("old-value-not-decayed", "You added momentum * batch to the old running "
+                     "value without multiplying the old value by (1 - momentum).",
+                     MOMENTUM_HINT, weight_of_old="1"),
+        knob_mistake("var-around-new-running-mean", "You measured the batch's squared "
+                     "deviations from the NEW running mean instead of from the batch's own "
+                     "mean.", "The batch variance is np.var(x, axis=0, ddof=1): deviations "
+                     "from x.mean(axis=0).", var_around="new running mean"),
     ])
 
 
@@ -186,7 +201,7 @@ BATCHNORM_EVAL = Exercise(
         knob_mistake("var-instead-of-std", "You divided by the running variance instead of "
                      "its square root.", "Divide by np.sqrt(running_var + eps).",
                      divide_by="var"),
-        EPS_AS_FLOOR, RETURNS_OUT_AND_CACHE,
+        EPS_AS_FLOOR, RETURNS_OUT_AND_CACHE, SHIFT_THEN_SCALE, EPS_TIMES_VAR,
     ])
 
 
@@ -213,6 +228,7 @@ class _BuggyBatchNorm1d:
     eps_place = "inside"       # see _steps.normalized
     affine = "right"           # see _steps.scaled
     eval_affine = None         # another _steps.scaled slip in eval mode only
+    eval_eps_place = None      # another _steps.normalized eps slip in eval mode only
     fixed_momentum = None      # the momentum argument ignored, this value used
     fixed_eps = None           # the eps argument ignored, this value used
     eps_in_running_var = False  # var + eps blended in: eval mode then adds eps twice
@@ -245,7 +261,9 @@ class _BuggyBatchNorm1d:
 
     def _scale_shift(self, x, mean, var):
         eps = self.eps if self.fixed_eps is None else self.fixed_eps
-        x_hat = _steps.normalized(x, mean, var, eps, eps_place=self.eps_place)
+        eps_place = (self.eps_place if self.training or self.eval_eps_place is None
+                     else self.eval_eps_place)
+        x_hat = _steps.normalized(x, mean, var, eps, eps_place=eps_place)
         affine = self.affine if self.training or self.eval_affine is None else self.eval_affine
         return _steps.scaled(x_hat, self.gamma, self.beta, affine)
 
@@ -407,6 +425,15 @@ def _short(values):
     return np.array2string(np.asarray(values).ravel(), precision=3, threshold=4)
 
 
+def _in_eval_mode_only(mistakes):
+    """The same slips of eps or of the scale and shift, made only in the layer's eval
+    path (a train path that calls batchnorm_forward, an eval path written again)."""
+    knob_in_eval = {"eps_place": "eval_eps_place", "affine": "eval_affine"}
+    return [knob_mistake(m.id, f"Only in eval mode: {m.diagnosis}", m.hint,
+                         **{knob_in_eval[knob]: value for knob, value in m.knobs})
+            for m in mistakes]
+
+
 UPDATES_IN_EVAL = ("Your layer changes its running statistics in eval mode.",
                    "Only train mode updates them; eval mode just reads them.")
 BATCHNORM1D = Exercise(
@@ -488,7 +515,11 @@ BATCHNORM1D = Exercise(
         knob_mistake("eval-forgets-scale-and-shift", "In eval mode your layer returns the "
                      "normalized x without gamma and beta.", "Eval mode scales and shifts too: "
                      "only the statistics change between the modes.", eval_affine="none"),
-        EPS_AS_FLOOR, *EPS_MISTAKES, *affine_mistakes(),
+        EPS_AS_FLOOR, *EPS_MISTAKES, *affine_mistakes(), SHIFT_THEN_SCALE, EPS_TIMES_VAR,
+        # returns-normalized-not-scaled in eval mode only is eval-forgets-scale-and-shift.
+        *_in_eval_mode_only([EPS_AS_FLOOR, *EPS_MISTAKES, EPS_TIMES_VAR, SHIFT_THEN_SCALE,
+                             *(m for m in affine_mistakes()
+                               if m.id != "returns-normalized-not-scaled")]),
     ])
 
 
