@@ -1721,7 +1721,7 @@ def test_a_missing_buffer_is_named():
     result = check("BatchNorm2d", WithoutBatchCounter)
     assert not result.passed
     assert "missing ['num_batches_tracked']" in result.message
-    assert result.mistake is None  # not the "all buffers are plain attributes" mistake
+    assert result.mistake == "num-batches-not-registered"  # not "buffers-not-registered"
 
 
 @pytest.mark.cuda

@@ -409,6 +409,35 @@ def compact_centres_x_in_place(dout, x, gamma, eps=1e-5):
     return gamma * inv_std * (dout - dout.mean(0) - x_hat * dgamma / len(x)), dgamma, dbeta
 
 
+# dbeta written as `dout.sum()`: the staged graph's last node summed without an axis, a
+# 0-d result where (D,) belongs.
+@MUTANTS.make("batchnorm_backward", "dbeta-summed-over-everything")
+def backward_dbeta_without_axis(dout, x, gamma, eps=1e-5):
+    dx, dgamma, _ = staged_backward(dout, x, gamma, eps)
+    return dx, dgamma, dout.sum()
+
+
+@MUTANTS.make("batchnorm_backward_compact", "dbeta-summed-over-everything")
+def compact_dbeta_as_python_float(dout, x, gamma, eps=1e-5):
+    dx, dgamma, _ = autograd_backward(dout, x, gamma, eps)
+    return dx, dgamma, float(np.add.reduce(dout, axis=None))
+
+
+# dgamma from torch autograd's x_hat, reduced with .sum() and no dim.
+@MUTANTS.make("batchnorm_backward", "dgamma-summed-over-everything")
+def backward_dgamma_summed_in_torch(dout, x, gamma, eps=1e-5):
+    dx, _, dbeta = staged_backward(dout, x, gamma, eps)
+    t = as_tensor(x)
+    x_hat = (t - t.mean(0)) / torch.sqrt(t.var(0, correction=0) + eps)
+    return dx, (as_tensor(dout) * x_hat).sum().numpy(), dbeta
+
+
+@MUTANTS.make("batchnorm_backward_compact", "dgamma-summed-over-everything")
+def compact_dgamma_with_vdot(dout, x, gamma, eps=1e-5):
+    dx, _, dbeta = autograd_backward(dout, x, gamma, eps)
+    return dx, np.vdot(dout, student_x_hat(x, eps)), dbeta
+
+
 # --- the tests --------------------------------------------------------------
 
 def test_every_mistake_of_the_notebook_has_a_mutant():

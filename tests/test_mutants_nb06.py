@@ -87,6 +87,22 @@ def channel_statistics(x):
     return x.mean(axis=(0, 2, 3), keepdims=True), x.var(axis=(0, 2, 3), keepdims=True)
 
 
+# gamma * x_hat + beta with gamma and beta as they come, (C,): NumPy aligns them with W
+# (a broadcasting error unless W is C or 1).
+@MUTANTS.make("batchnorm2d_forward", "gamma-beta-not-reshaped")
+def forward2d_parameters_not_reshaped(x, gamma, beta, eps=1e-5):
+    mean, var = channel_statistics(x)
+    return np.add(np.multiply(gamma, (x - mean) / np.sqrt(var + eps)), beta)
+
+
+@MUTANTS.make("batchnorm2d_forward", "unbiased-variance+gamma-beta-not-reshaped")
+def forward2d_torch_var_parameters_not_reshaped(x, gamma, beta, eps=1e-5):
+    t = as_tensor(x)
+    x_hat = (t - t.mean((0, 2, 3), keepdim=True)) / torch.sqrt(
+        t.var((0, 2, 3), keepdim=True) + eps)
+    return (x_hat * as_tensor(gamma) + as_tensor(beta)).numpy()
+
+
 @MUTANTS.make("batchnorm2d_forward", "eps-outside-sqrt")
 def forward2d_eps_on_std(x, gamma, beta, eps=1e-5):
     mean = x.mean(axis=(0, 2, 3), keepdims=True)
@@ -343,6 +359,34 @@ class ModuleForgetsBatchCount(StudentBatchNorm2d):
 class ModulePlainAttributes(StudentBatchNorm2d):
     def keep_state(self, **tensors):
         self.__dict__.update(tensors)
+
+
+# `self.running_mean = torch.zeros(C)` in __init__, while num_batches_tracked (copied from
+# PyTorch's source) is registered: the state_dict lacks the running statistics only.
+@MUTANTS.make("BatchNorm2d", "buffers-not-registered")
+class ModulePlainRunningStatistics(StudentBatchNorm2d):
+    def keep_state(self, num_batches_tracked, **running):
+        self.register_buffer("num_batches_tracked", num_batches_tracked)
+        for name, value in running.items():
+            object.__setattr__(self, name, value)
+
+
+# No num_batches_tracked at all: the module counts nothing.
+@MUTANTS.make("BatchNorm2d", "num-batches-not-registered")
+class ModuleWithoutBatchCount(StudentBatchNorm2d):
+    def keep_state(self, num_batches_tracked, **running):
+        super().keep_state(**running)
+
+    def count_batch(self):
+        pass
+
+
+# The count kept as a Python int attribute, `self.num_batches_tracked = 0`.
+@MUTANTS.make("BatchNorm2d", "num-batches-not-registered")
+class ModuleCountsInPythonInt(StudentBatchNorm2d):
+    def keep_state(self, num_batches_tracked, **running):
+        super().keep_state(**running)
+        self.num_batches_tracked = 0
 
 
 @MUTANTS.make("BatchNorm2d", "uses-builtin-batchnorm")

@@ -478,6 +478,88 @@ def ghost_without_eps_strided(x, gamma, beta, virtual_batch_size, eps=1e-5):
     return out * gamma + beta
 
 
+# The group's channels taken as x[:, k * G:(k + 1) * G]: num_groups read as how many
+# channels each group holds.
+@MUTANTS.make("groupnorm_forward", "num-groups-read-as-group-size")
+def groupnorm_slices_of_num_groups_channels(x, gamma, beta, num_groups, eps=1e-5):
+    out = np.empty_like(x)
+    for first in range(0, x.shape[1], num_groups):
+        block = x[:, first:first + num_groups]
+        axes = tuple(range(1, x.ndim))
+        mean, var = block.mean(axes, keepdims=True), block.var(axes, keepdims=True)
+        out[:, first:first + num_groups] = (block - mean) / np.sqrt(var + eps)
+    return out * like_channels(gamma, x) + like_channels(beta, x)
+
+
+@MUTANTS.make("groupnorm_forward", "num-groups-read-as-group-size+unbiased-variance")
+def groupnorm_torch_view_by_group_size(x, gamma, beta, num_groups, eps=1e-5):
+    t = as_tensor(x).reshape(len(x), -1, num_groups * int(np.prod(x.shape[2:])))
+    x_hat = (t - t.mean(-1, keepdim=True)) / torch.sqrt(t.var(-1, keepdim=True) + eps)
+    return x_hat.reshape(x.shape).numpy() * like_channels(gamma, x) + like_channels(beta, x)
+
+
+# gamma and beta applied while x is still (N, G, C // G * H * W): only their first G entries
+# fit, one per group.
+@MUTANTS.make("groupnorm_forward", "affine-per-group")
+def groupnorm_scales_the_groups(x, gamma, beta, num_groups, eps=1e-5):
+    grouped = x.reshape(len(x), num_groups, -1)
+    x_hat = (grouped - grouped.mean(2)[..., None]) / np.sqrt(grouped.var(2)[..., None] + eps)
+    scaled = gamma[:num_groups, None] * x_hat + beta[:num_groups, None]
+    return scaled.reshape(x.shape)
+
+
+# The loop stops at the last full virtual batch: the short tail is lost and the output has
+# fewer rows than x.
+@MUTANTS.make("ghost_batchnorm_forward", "ghost-short-slice-dropped")
+def ghost_full_slices_stacked(x, gamma, beta, virtual_batch_size, eps=1e-5):
+    full = len(x) // virtual_batch_size
+    blocks = x[:full * virtual_batch_size].reshape(full, virtual_batch_size, -1)
+    x_hat = (blocks - blocks.mean(1, keepdims=True)) / np.sqrt(blocks.var(1, keepdims=True) + eps)
+    return (x_hat * gamma + beta).reshape(-1, x.shape[1])
+
+
+@MUTANTS.make("ghost_batchnorm_forward", "ghost-short-slice-dropped")
+def ghost_list_of_full_slices(x, gamma, beta, virtual_batch_size, eps=1e-5):
+    outs = []
+    for i in range(len(x) // virtual_batch_size):
+        chunk = x[i * virtual_batch_size:(i + 1) * virtual_batch_size]
+        outs.append(gamma * (chunk - chunk.mean(0)) / np.sqrt(chunk.var(0) + eps) + beta)
+    return np.concatenate(outs)  # raises for N < virtual_batch_size: nothing to concatenate
+
+
+# The scale broadcast along axis 1 of the weight, the input channels: a broadcasting error
+# unless C_in == C_out, and wrong values when it is.
+@MUTANTS.make("fold_batchnorm", "fold-scales-input-channels")
+def fold_scale_on_axis_one(conv_weight, conv_bias, bn):
+    scale = bn.weight / np.sqrt(bn.running_var + bn.eps)
+    bias = 0.0 if conv_bias is None else conv_bias
+    return conv_weight * like_channels(scale, conv_weight), (bias - bn.running_mean) * scale + bn.bias
+
+
+@MUTANTS.make("fold_batchnorm", "fold-scales-input-channels")
+def fold_einsum_on_input_channels(conv_weight, conv_bias, bn):
+    scale = bn.weight / np.sqrt(bn.running_var + bn.eps)
+    bias = np.zeros(len(conv_weight)) if conv_bias is None else conv_bias
+    return np.einsum("oi...,i->oi...", conv_weight, scale), scale * (bias - bn.running_mean) + bn.bias
+
+
+# PyTorch's own fusion code pasted in: torch.sqrt on bn's NumPy arrays raises a TypeError.
+@MUTANTS.make("fold_batchnorm", "torch-on-numpy-inputs")
+def fold_pasted_from_torch_fusion(conv_weight, conv_bias, bn):
+    bias = torch.zeros(len(conv_weight)) if conv_bias is None else conv_bias
+    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+    return conv_weight * scale.reshape([-1] + [1] * (conv_weight.ndim - 1)), \
+        (bias - bn.running_mean) * scale + bn.bias
+
+
+# Tensor methods on the inputs, as in the verification cell that passes torch layers.
+@MUTANTS.make("fold_batchnorm", "torch-on-numpy-inputs")
+def fold_detaches_every_input(conv_weight, conv_bias, bn):
+    gamma, var = bn.weight.detach().numpy(), bn.running_var.detach().numpy()
+    scale = gamma / np.sqrt(var + bn.eps)
+    return fold_scaled_weight(conv_weight, scale), bn.bias - bn.running_mean * scale
+
+
 # --- the tests --------------------------------------------------------------
 
 def test_every_mistake_of_the_notebook_has_a_mutant():

@@ -61,6 +61,35 @@ def merge_second_moments(counts, means, variances):
     return mean, second_moment - mean * mean
 
 
+# The spread of the means taken around means.mean(0), the centre of the parts, while the
+# returned mean is weighted by the counts.
+@MUTANTS.make("merge_batch_stats", "spread-around-plain-mean")
+def merge_spread_around_centre_of_parts(counts, means, variances):
+    w = counts / counts.sum()
+    mean = w @ means
+    return mean, w @ variances + w @ (means - means.mean(0)) ** 2
+
+
+@MUTANTS.make("merge_batch_stats", "spread-around-plain-mean+unbiased-variance")
+def merge_in_torch_around_plain_mean_with_bessel(counts, means, variances):
+    n = torch.as_tensor(counts, dtype=torch.float64)[:, None]
+    m, v = as_tensor(means).double(), as_tensor(variances).double()
+    mean = (n * m).sum(0) / n.sum()
+    squares = (n * (v + (m - m.mean(0)) ** 2)).sum(0)
+    return mean.numpy(), (squares / (n.sum() - 1)).numpy()
+
+
+# Within-part variances weighted by the counts, but the spread of the means averaged as if
+# every part counted once.
+@MUTANTS.make("merge_batch_stats", "spread-not-weighted")
+def merge_spread_as_plain_average(counts, means, variances):
+    n = counts.sum()
+    mean = np.einsum("k,kd->d", counts, means) / n
+    within = np.einsum("k,kd->d", counts, variances) / n
+    between = sum((part_mean - mean) ** 2 for part_mean in means) / len(means)
+    return mean, within + between
+
+
 @CORRECT.append
 def merge_with_a_loop(counts, means, variances):
     total, mean_sum = 0.0, 0.0
@@ -167,6 +196,26 @@ def renorm_torch_default_var(x, running_mean, running_var, gamma, beta, r_max, d
     d = ((t.mean(0) - as_tensor(running_mean)) / sigma).clamp(-d_max, d_max)
     x_hat = (t - t.mean(0)) / sigma_b * r + d
     return (x_hat * as_tensor(gamma) + as_tensor(beta)).numpy()
+
+
+# eps added where the batch's statistics are computed only: sigma = sqrt(running_var).
+@MUTANTS.make("batch_renorm_forward", "running-sigma-without-eps")
+def renorm_running_sigma_without_eps(x, running_mean, running_var, gamma, beta, r_max, d_max,
+                                     eps=1e-5):
+    mu, sigma_b, _ = renorm_parts(x, running_mean, running_var, eps)
+    sigma = running_var ** 0.5
+    r = np.clip(sigma_b / sigma, 1 / r_max, r_max)
+    d = np.clip((mu - running_mean) / sigma, -d_max, d_max)
+    return gamma * ((x - mu) / sigma_b * r + d) + beta
+
+
+# r clipped to [0, r_max]: the lower limit of a positive ratio then never acts.
+@MUTANTS.make("batch_renorm_forward", "r-clipped-symmetrically")
+def renorm_r_floor_at_zero(x, running_mean, running_var, gamma, beta, r_max, d_max, eps=1e-5):
+    mu, sigma_b, sigma = renorm_parts(x, running_mean, running_var, eps)
+    r = np.clip(sigma_b / sigma, 0.0, r_max)
+    d = np.clip((mu - running_mean) / sigma, -d_max, d_max)
+    return gamma * (r * (x - mu) / sigma_b + d) + beta
 
 
 @CORRECT.append

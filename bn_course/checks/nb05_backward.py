@@ -76,6 +76,12 @@ def _backward_mistakes():
         knob_mistake("dgamma-without-std", "Your dgamma multiplies dout by x - mean, not by "
                      "x_hat = (x - mean) / std: the division by the standard deviation is "
                      "missing.", DGAMMA_HINT, dgamma_of="centred"),
+        knob_mistake("dbeta-summed-over-everything", "Your dbeta is a single number, the sum of "
+                     "every entry of dout: the sum has no axis.", "beta has one entry per "
+                     "feature: dbeta = dout.sum(axis=0).", dbeta_axis=None),
+        knob_mistake("dgamma-summed-over-everything", "Your dgamma is a single number, the sum "
+                     "of every entry of dout * x_hat: the sum has no axis.", "gamma has one "
+                     "entry per feature: dgamma = (dout * x_hat).sum(axis=0).", dgamma_axis=None),
         knob_mistake("param-grads-summed-over-everything", "Your dgamma and dbeta are single "
                      "numbers: np.sum without an axis adds up every entry.", "gamma and beta "
                      "have one entry per feature: sum over axis=0 only.",

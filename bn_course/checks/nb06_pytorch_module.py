@@ -3,7 +3,7 @@
 
 import numpy as np
 
-from bn_course.checks import _cases, _probes
+from bn_course.checks import _cases, _probes, _steps
 from bn_course.checks._core import (
     CandidateProblem,
     Case,
@@ -27,12 +27,29 @@ BIASED_HINT = ("Normalize with the biased variance: divide by N * H * W, as "
 # --- batchnorm2d_forward ----------------------------------------------------------
 
 def forward2d_cases(group):
-    return _cases.gamma_beta_cases(_cases.image_shapes(group), np.random.default_rng(17))
+    # Images as wide as they have channels: gamma and beta left as (C,) vectors then
+    # broadcast along W and give wrong values instead of failing to broadcast.
+    n, c, h = {"basic": (3, 4, 2), "awkward": (2, 3, 1), "float32": (2, 3, 2)}[group]
+    square_rng = np.random.default_rng(170)
+    x = square_rng.standard_normal((n, c, h, c)) * square_rng.uniform(0.5, 2, (1, c, 1, 1))
+    square = (f"a {'float32 ' if group == 'float32' else ''}({n}, {c}, {h}, {c}) batch",
+              x.astype(np.float32) if group == "float32" else x)
+    return _cases.gamma_beta_cases(_cases.image_shapes(group) + [square],
+                                   np.random.default_rng(17))
 
 
-def _forward2d_with(layout="per-channel", **knobs):
+def _forward2d_with(layout="per-channel", affine_shape="(1, C, 1, 1)", **knobs):
     """layout "reshaped": x.reshape(-1, C) without moving C last first, so each
-    'feature' mixes channels and pixels."""
+    'feature' mixes channels and pixels. affine_shape "(C,)": gamma and beta applied as
+    they come, so NumPy broadcasts them along the last axis, W."""
+    if affine_shape == "(C,)":
+        x_hat_of = forward_with(**{"axis": (0, 2, 3), **knobs, "affine": "none"})
+
+        def unshaped(x, gamma, beta, eps=1e-5):
+            return _steps.scaled(x_hat_of(x, gamma, beta, eps), gamma, beta,
+                                 knobs.get("affine", "right"))
+
+        return unshaped
     forward = forward_with(**{"axis": (0, 2, 3), **knobs})
     if layout == "per-channel":
         return forward
@@ -62,6 +79,10 @@ BATCHNORM2D_FORWARD = Exercise(
                      "and pixels (LayerNorm).", CHANNEL_HINT, axis=(1, 2, 3)),
         knob_mistake("no-axis", "You took one mean and one variance over the whole tensor, not "
                      "one per channel.", CHANNEL_HINT, axis=None),
+        knob_mistake("gamma-beta-not-reshaped", "You applied gamma and beta as (C,) vectors: "
+                     "broadcasting lines them up with the last axis of (N, C, H, W), the width, "
+                     "not the channels.", "Reshape them to (1, C, 1, 1): "
+                     "gamma.reshape(1, -1, 1, 1).", affine_shape="(C,)"),
         knob_mistake("reshape-without-moving-channels", "You reshaped x to (N*H*W, C) without "
                      "moving the channels last first: x.reshape(-1, C) on an (N, C, H, W) array "
                      "mixes channels and pixels in each column.",
@@ -117,7 +138,7 @@ def _module_case(description, batches, douts, weight, bias, loaded_state, kwargs
             raise CandidateProblem(f"BatchNorm2d({channels}) should build a torch.nn.Module, "
                                    f"got {type(layer).__name__}.")
         _check_no_builtin_inside(layer, torch)
-        _check_state_keys(sorted(layer.state_dict()))
+        _check_state_keys(layer, sorted(layer.state_dict()))
         layer = layer.to(**like)
         _check_start_values(layer, channels)
         outputs = []
@@ -194,18 +215,28 @@ def _check_buffers_after_update(layer, where):
                                    "running-stats-change-shape")
 
 
-def _check_state_keys(keys):
+def _check_state_keys(layer, keys):
     if keys == STATE_KEYS:
         return
     missing = [key for key in STATE_KEYS if key not in keys]
     extra = [key for key in keys if key not in STATE_KEYS]
     message = (f"Your module's state_dict differs from torch.nn.BatchNorm2d's: missing "
                f"{missing or 'nothing'}, unexpected {extra or 'nothing'}.")
-    buffers = {"running_mean", "running_var", "num_batches_tracked"}
+    raise CandidateProblem(message, _state_keys_mistake(layer, missing, extra))
+
+
+def _state_keys_mistake(layer, missing, extra):
+    """The catalogue id for a state_dict with other keys than torch's, or None."""
     if extra and missing:  # gamma and beta, moving_mean... for PyTorch's names
-        raise CandidateProblem(message, "state-dict-names-differ")
-    all_buffers_missing = buffers <= set(missing) and not extra
-    raise CandidateProblem(message, "buffers-not-registered" if all_buffers_missing else None)
+        return "state-dict-names-differ"
+    if extra:
+        return None
+    if missing == ["num_batches_tracked"]:
+        return "num-batches-not-registered"
+    # Missing running statistics that the module holds all the same: plain attributes.
+    held = all(hasattr(getattr(layer, key, None), "shape") for key in missing
+               if key != "num_batches_tracked")
+    return "buffers-not-registered" if held else None
 
 
 def _forward(layer, x, where):
@@ -515,6 +546,10 @@ BATCHNORM2D = Exercise(
         _module_mistake("buffers-not-registered", "Your running statistics are plain "
                         "attributes, so they are missing from the state_dict and do not move "
                         "with .to(device).", MODULE_HINT, plain_attributes=True),
+        Mistake("num-batches-not-registered", "Your module has no num_batches_tracked buffer, "
+                "which torch.nn.BatchNorm2d's state_dict holds, so the two cannot exchange "
+                "state_dicts.", "self.register_buffer('num_batches_tracked', torch.tensor(0, "
+                "dtype=torch.long)) in __init__, and add 1 to it at every training step."),
         _module_mistake("running-stats-in-graph", "Your module updates its running statistics "
                         "inside the autograd graph, so the buffers remember how they were "
                         "computed, and a later backward pass through them fails (PyTorch's own "

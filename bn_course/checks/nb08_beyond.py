@@ -1,6 +1,7 @@
 """Notebook 08, beyond: folding BN into a convolution, LayerNorm, GroupNorm, ghost
 batch norm, re-estimating the running statistics, and diagnosing a planted bug."""
 
+import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -11,6 +12,8 @@ from bn_course.checks._core import (
     Case,
     Exercise,
     InputModified,
+    Mistake,
+    explain_error,
     knob_mistake,
     variant_mistake,
 )
@@ -63,9 +66,11 @@ def _groupnorm_cases(group):
 
 def _fold_cases(group):
     rng = np.random.default_rng(21)
-    weight_shapes = {"basic": [(4, 3, 3, 3), (6, 2, 1, 1), (5, 8)],
-                     "awkward": [(1, 1, 3, 3), (3, 4, 5, 5)],
-                     "float32": [(4, 3, 3, 3)]}[group]
+    # Each group has a weight with as many input as output channels (more than one): a
+    # scale along the input axis then computes wrong values instead of failing to broadcast.
+    weight_shapes = {"basic": [(4, 3, 3, 3), (6, 2, 1, 1), (5, 8), (3, 3, 3, 3)],
+                     "awkward": [(1, 1, 3, 3), (3, 4, 5, 5), (4, 4)],
+                     "float32": [(4, 3, 3, 3), (2, 2, 1, 1)]}[group]
     dtype = np.float32 if group == "float32" else np.float64
     cases = []
     for i, shape in enumerate(weight_shapes):
@@ -76,12 +81,41 @@ def _fold_cases(group):
         bn = SimpleNamespace(weight=gamma, bias=beta, eps=_cases.eps_for(i) or 1e-5,
                              running_mean=rng.standard_normal(out_channels).astype(dtype),
                              running_var=rng.uniform(0.2, 3.0, out_channels).astype(dtype))
-        cases.append(_cases.function_case(
+        cases.append(_explaining_torch_on_numpy(_cases.function_case(
             f"a {'float32 ' if group == 'float32' else ''}{shape} weight "
             f"{'without' if bias is None else 'with'} bias, eps={bn.eps}",
             {"conv_weight": weight, "conv_bias": bias, "bn": bn},
-            labels=("folded weight", "folded bias"), float32=group == "float32"))
+            labels=("folded weight", "folded bias"), float32=group == "float32")))
     return cases
+
+
+def _explaining_torch_on_numpy(case):
+    """The case, where a torch function refusing the NumPy inputs (torch.sqrt(bn.running_var
+    + bn.eps), pasted from PyTorch's own fusion code) is named rather than shown as a bare
+    TypeError. Probes rerun the case as it is."""
+    rerun = case.rerun
+
+    def play(candidate):
+        try:
+            return rerun(candidate)
+        except (TypeError, AttributeError) as error:
+            if not _torch_refused_numpy(error):
+                raise
+            raise CandidateProblem(f"On {case.description}, your code raised "
+                                   f"{explain_error(error)}", "torch-on-numpy-inputs") from None
+
+    case.play = play
+    return case
+
+
+def _torch_refused_numpy(error):
+    """A torch function given a NumPy value ("must be Tensor, not numpy.ndarray"), or a
+    torch.Tensor method asked of one ('numpy.ndarray' object has no attribute 'detach')."""
+    if isinstance(error, TypeError):
+        return "must be Tensor, not numpy." in str(error)
+    torch = sys.modules.get("torch")  # a student who calls tensor methods has imported it
+    return (isinstance(getattr(error, "obj", None), np.ndarray) and torch is not None
+            and hasattr(torch.Tensor, error.name or ""))
 
 
 def _ghost_cases(group):
@@ -215,15 +249,17 @@ WRONG_DIAGNOSIS = {
 # --- the mistakes ---
 
 def _groupnorm_with(layout="consecutive", over_batch=False, ddof=0, groups="given",
-                    pixels=True, eps_outside=False):
+                    pixels=True, eps_outside=False, affine="per-channel"):
     """groupnorm_forward with one knob per classic mistake. layout "strided" puts channel c
     in group c % G instead of c // (C / G); groups "per-channel" (G = C, InstanceNorm) or
-    "one" (G = 1, LayerNorm) ignores num_groups; pixels=False takes each group's statistics
-    at every pixel separately (over its channels only)."""
+    "one" (G = 1, LayerNorm) ignores num_groups, "size" reads it as the number of channels
+    per group; pixels=False takes each group's statistics at every pixel separately (over
+    its channels only); affine "per-group" scales and shifts group k with gamma[k] and
+    beta[k] (the first G entries, applied before the groups are reshaped back)."""
 
     def groupnorm(x, gamma, beta, num_groups, eps=1e-5):
         n, c = x.shape[:2]
-        g = {"given": num_groups, "per-channel": c, "one": 1}[groups]
+        g = {"given": num_groups, "per-channel": c, "one": 1, "size": c // num_groups}[groups]
         if layout == "strided":
             grouped = x.reshape(n, c // g, g, -1).swapaxes(1, 2)
         else:
@@ -235,6 +271,8 @@ def _groupnorm_with(layout="consecutive", over_batch=False, ddof=0, groups="give
         x_hat = (grouped - grouped.mean(axis=axes, keepdims=True)) / std
         if layout == "strided":
             x_hat = x_hat.swapaxes(1, 2)
+        if affine == "per-group":  # channel j gets the entry of its group, j // (C / G)
+            gamma, beta = (np.repeat(v[:num_groups], c // num_groups) for v in (gamma, beta))
         shape = (1, c) + (1,) * (x.ndim - 2)
         return x_hat.reshape(x.shape) * gamma.reshape(shape) + beta.reshape(shape)
 
@@ -256,10 +294,12 @@ def _layernorm_with(axes="all-but-batch", ddof=0, eps_outside=False, affine="rig
     return layernorm
 
 
-def _fold_with(forgot_eps=False, eps_outside=False, var_not_std=False, bias="folded"):
+def _fold_with(forgot_eps=False, eps_outside=False, var_not_std=False, bias="folded",
+               scaled_axis=0):
     """fold_batchnorm with knobs; bias: "folded" (right), "ignored" (the conv bias
     dropped), "unscaled" (the conv bias added after BN's scale), "no-mean-shift" (the
-    running mean left out)."""
+    running mean left out); scaled_axis 1 scales the weight's input channels (which only
+    broadcasts when there are as many as output channels)."""
 
     def fold(conv_weight, conv_bias, bn):
         conv_b = np.zeros(len(conv_weight)) if conv_bias is None or bias == "ignored" \
@@ -270,7 +310,9 @@ def _fold_with(forgot_eps=False, eps_outside=False, var_not_std=False, bias="fol
         shift = bn.bias - bn.running_mean * scale  # BN's own shift in eval mode
         folded_bias = {"unscaled": conv_b + shift,  # "ignored" has conv_b = 0 already
                        "no-mean-shift": conv_b * scale + bn.bias}.get(bias, conv_b * scale + shift)
-        return conv_weight * scale.reshape((-1,) + (1,) * (conv_weight.ndim - 1)), folded_bias
+        shape = [1] * conv_weight.ndim
+        shape[scaled_axis] = -1
+        return conv_weight * scale.reshape(shape), folded_bias
 
     return fold
 
@@ -280,11 +322,13 @@ def _ghost_with(split="consecutive", ddof=0):
     "whole" (one batch), "strided" (every k-th example), "count" (B pieces, not size B),
     "floor" (N // B pieces: too few when B does not divide N), "merge-last" (a short last
     slice joined to the one before), "torch-chunk" and "array-split" (ceil(N / B) equal
-    pieces), "full-slices-only" (a short last slice left as it is)."""
+    pieces), "full-slices-only" (a short last slice left as it is), "drop-short" (a
+    short last slice dropped from the output)."""
 
     def ghost(x, gamma, beta, virtual_batch_size, eps=1e-5):
         n, size = len(x), virtual_batch_size
         pieces = -(-n // size)  # how many virtual batches, rounding up
+        full_slices = [np.arange(start, start + size) for start in range(0, n - size + 1, size)]
         groups = {
             "consecutive": lambda: [np.arange(start, min(start + size, n))
                                     for start in range(0, n, size)],
@@ -298,17 +342,19 @@ def _ghost_with(split="consecutive", ddof=0):
             "torch-chunk": lambda: [np.arange(start, min(start + -(-n // pieces), n))
                                     for start in range(0, n, -(-n // pieces))],
             "array-split": lambda: np.array_split(np.arange(n), pieces),
-            "full-slices-only": lambda: [np.arange(start, start + size)
-                                         for start in range(0, n - size + 1, size)],
+            "full-slices-only": lambda: full_slices,
+            "drop-short": lambda: full_slices,
         }[split]()
         out = np.empty(x.shape, dtype=x.dtype)
         for index in groups:
             chunk = x[index]
             out[index] = (chunk - chunk.mean(axis=0)) / np.sqrt(
                 chunk.var(axis=0, ddof=ddof) + eps) * gamma + beta
+        done = sum(len(index) for index in groups)
         if split == "full-slices-only":  # the rest is returned as it came in
-            done = sum(len(index) for index in groups)
             out[done:] = x[done:]
+        if split == "drop-short":
+            return out[:done]
         return out
 
     return ghost
@@ -412,6 +458,14 @@ GROUPNORM_FORWARD_MISTAKES = [
                  groups="per-channel"),
     knob_mistake("groupnorm-one-group", "You put all channels in one group, as if "
                  "num_groups were 1: that is LayerNorm.", GROUP_HINT, groups="one"),
+    knob_mistake("num-groups-read-as-group-size", "You read num_groups as the number of "
+                 "channels per group: your groups hold num_groups consecutive channels each, "
+                 "C // num_groups groups in all.", GROUP_HINT, groups="size"),
+    knob_mistake("affine-per-group", "You scaled and shifted each group with gamma[k] and "
+                 "beta[k], the first num_groups entries: gamma and beta have one entry per "
+                 "channel, C in all, as in BatchNorm.", "Reshape x_hat back to (N, C, H, W) "
+                 "first, then apply gamma.reshape(1, C, 1, 1) and beta.reshape(1, C, 1, 1).",
+                 affine="per-group"),
     knob_mistake("groups-without-pixels", "Your group statistics are taken over the group's "
                  "channels at each pixel separately, not over its channels and all pixels.",
                  GROUP_HINT, pixels=False),
@@ -431,6 +485,13 @@ FOLD_BATCHNORM_MISTAKES = [
     knob_mistake("fold-conv-bias-unscaled", "Your folded bias adds the convolution's bias "
                  "as it is, but BN scales it like everything else the convolution outputs.",
                  FOLD_HINT, bias="unscaled"),
+    knob_mistake("fold-scales-input-channels", "You scaled the weight along its input-channel "
+                 "axis (axis 1): BN scales each output channel, so conv_weight[c] (axis 0) is "
+                 "multiplied by s_c.", FOLD_HINT, scaled_axis=1),
+    Mistake("torch-on-numpy-inputs", "The checker passes NumPy arrays (conv_weight, and bn's "
+            "weight, bias, running_mean and running_var), and your code uses torch on them.",
+            "Convert every input with the notebook's to_numpy() and compute with NumPy "
+            "(np.sqrt, not torch.sqrt): then tensors and arrays both work."),
     knob_mistake("fold-var-instead-of-std", "Your folded scale divides by the running "
                  "variance instead of its square root.", FOLD_HINT, var_not_std=True),
 ]
@@ -460,6 +521,9 @@ GHOST_BATCHNORM_FORWARD_MISTAKES = [
     knob_mistake("ghost-short-slice-left-raw", "You normalized only the full slices of "
                  "virtual_batch_size examples and returned the rest of x as it came in.",
                  GHOST_HINT, split="full-slices-only"),
+    knob_mistake("ghost-short-slice-dropped", "You dropped the short last slice: your output "
+                 "has only the rows of the full virtual batches, not one row per example of "
+                 "x.", GHOST_HINT, split="drop-short"),
     knob_mistake("ghost-short-slice-merged", "You joined the short last slice to the one "
                  "before it, so one virtual batch holds more than virtual_batch_size "
                  "examples.", GHOST_HINT, split="merge-last"),

@@ -66,9 +66,12 @@ def _merge_cases(group):
             for sizes, d in [([8, 8], 3), ([10, 3, 5], 4)]]
 
 
-def _merge_with(weights="counts", spread=True, inputs_unbiased=False, output_unbiased=False,
-                one_pass=False):
-    """merge_batch_stats with one knob per classic mistake."""
+def _merge_with(weights="counts", spread="weighted", inputs_unbiased=False,
+                output_unbiased=False, one_pass=False):
+    """merge_batch_stats with one knob per classic mistake. spread: the spread of the parts'
+    means, "weighted" (right: by the parts' weights, around the merged mean), "none",
+    "unweighted" (a plain average of (mean_k - mean)**2) or "around-plain-mean" (around the
+    unweighted average of the means)."""
 
     def merge_batch_stats(counts, means, variances):
         counts = np.asarray(counts, dtype=np.float64)
@@ -79,10 +82,11 @@ def _merge_with(weights="counts", spread=True, inputs_unbiased=False, output_unb
         mean = (w * means).sum(axis=0)
         if one_pass:
             var = (w * (variances + means ** 2)).sum(axis=0) - mean ** 2
-        elif spread:
-            var = (w * (variances + (means - mean) ** 2)).sum(axis=0)
         else:
-            var = (w * variances).sum(axis=0)
+            centre = means.mean(axis=0) if spread == "around-plain-mean" else mean
+            spread_of_means = {"none": 0.0, "unweighted": ((means - mean) ** 2).mean(axis=0)}.get(
+                spread, (w * (means - centre) ** 2).sum(axis=0))
+            var = (w * variances).sum(axis=0) + spread_of_means
         if output_unbiased:
             var = var * n / (n - 1)
         return mean, var
@@ -96,7 +100,14 @@ MERGE_BATCH_STATS = Exercise(
     mistakes=[
         knob_mistake("averages-variances", "You averaged the parts' variances and forgot the "
                      "spread of their means: when the parts sit at different means, the whole "
-                     "batch varies more than any part.", MERGE_HINT, spread=False),
+                     "batch varies more than any part.", MERGE_HINT, spread="none"),
+        knob_mistake("spread-around-plain-mean", "You measured the spread of the parts' means "
+                     "around their plain average, means.mean(axis=0), not around the merged "
+                     "mean, which weighs each part by its count.", MERGE_HINT,
+                     spread="around-plain-mean"),
+        knob_mistake("spread-not-weighted", "You averaged the spread of the parts' means "
+                     "without weights: (mean_k - mean)**2 counts n_k times, like var_k.",
+                     MERGE_HINT, spread="unweighted"),
         knob_mistake("unweighted-mean-of-means", "You gave every part the same weight, whatever "
                      "its size: a part of 2 examples counts as much as a part of 20.",
                      "Weight each part by its count: counts[:, None] / counts.sum().",
@@ -172,8 +183,10 @@ def _renorm_cases(group):
             for n, d in [(8, 4), (16, 6)]]
 
 
-def _renorm_with(clip=True, swap_rd=False, r_inverted=False, d_in_batch_std=False, symmetric_r_clip=False, eps_place="inside", ddof=0):
-    """batch_renorm_forward with one knob per classic mistake."""
+def _renorm_with(clip=True, swap_rd=False, r_inverted=False, d_in_batch_std=False,
+                 symmetric_r_clip=False, eps_place="inside", ddof=0):
+    """batch_renorm_forward with one knob per classic mistake. eps_place: "inside" (right),
+    "outside", "forgotten" or "batch-only" (sigma_B has eps, the running sigma not)."""
 
     def batch_renorm_forward(x, running_mean, running_var, gamma, beta, r_max, d_max, eps=1e-5):
         mean = x.mean(axis=0)
@@ -182,6 +195,8 @@ def _renorm_with(clip=True, swap_rd=False, r_inverted=False, d_in_batch_std=Fals
             batch_std, running_std = np.sqrt(var + eps), np.sqrt(running_var + eps)
         elif eps_place == "outside":
             batch_std, running_std = np.sqrt(var) + eps, np.sqrt(running_var) + eps
+        elif eps_place == "batch-only":
+            batch_std, running_std = np.sqrt(var + eps), np.sqrt(running_var)
         else:  # forgotten
             batch_std, running_std = np.sqrt(var), np.sqrt(running_var)
         r = running_std / batch_std if r_inverted else batch_std / running_std
@@ -216,13 +231,17 @@ BATCH_RENORM_FORWARD = Exercise(
         knob_mistake("d-in-batch-std", "You divided the shift of the mean by the batch's "
                      "standard deviation: d is measured in running standard deviations, "
                      "(mean_B - running_mean) / sigma.", RENORM_HINT, d_in_batch_std=True),
-        knob_mistake("r-clipped-symmetrically", "You clipped r to [-r_max, r_max]: r is a ratio "
-                     "of standard deviations and its lower limit is 1 / r_max.", RENORM_HINT,
+        knob_mistake("r-clipped-symmetrically", "Your r goes below 1 / r_max: its lower limit "
+                     "is missing or wrong (a limit of 0 or -r_max never acts, r being a "
+                     "positive ratio of standard deviations).", RENORM_HINT,
                      symmetric_r_clip=True),
         knob_mistake("eps-outside-sqrt", "You added eps to the standard deviations, outside the "
                      "square roots.", EPS_HINT, eps_place="outside"),
         knob_mistake("forgot-eps", "You left eps out of both standard deviations.", EPS_HINT,
                      eps_place="forgotten"),
+        knob_mistake("running-sigma-without-eps", "Your running sigma is sqrt(running_var), "
+                     "without eps, while your sigma_B has it: both standard deviations take eps "
+                     "inside the square root.", RENORM_HINT, eps_place="batch-only"),
         knob_mistake("unbiased-variance", "You normalized with the unbiased batch variance "
                      "(divide by N - 1).", "Batch renorm normalizes with the biased batch "
                      "variance, as batch norm does: x.var(axis=0).", ddof=1),
