@@ -233,11 +233,23 @@ def var_one_pass_float32(x):
     return np.einsum("nd,nd->d", x32, x32) / np.float32(len(x)) - mean * mean
 
 
+# The one-pass terms in the wrong order, mean(x)**2 - mean(x**2): negative everywhere,
+# which is a sign slip, not lost digits (no negative-variance sentence).
+@MUTANTS.make("batch_var", "observation:constant-factor")
+def var_one_pass_terms_swapped(x):
+    return np.mean(x, axis=0) ** 2 - np.mean(x * x, axis=0)
+
+
 # --- the tests --------------------------------------------------------------
 
 def test_a_factor_of_n_over_d_is_named():
     message = check("batch_mean", mean_over_row_length).message
     assert "(N/D with N = 8, D = 3: as if divided by D instead of N)" in message, message
+
+
+def test_a_sign_slip_is_not_taken_for_lost_digits():
+    message = check("batch_var", var_one_pass_terms_swapped).message
+    assert "negative values" not in message, message
 
 
 def test_a_float64_mean_computed_in_float64_passes_the_cancelling_case():

@@ -838,6 +838,26 @@ class EvalWithoutShift(StudentBatchNorm1d):
         return self.gamma * (x - self.running_mean) / np.sqrt(self.running_var + self.eps)
 
 
+# The train path calls a batchnorm_forward that forgets beta; the eval path is right.
+@MUTANTS.make("BatchNorm1d", "forgot-shift")
+class TrainWithoutShift(StudentBatchNorm1d):
+    def forward_train(self, x):
+        self.check_batch(x)
+        mean, var = self.batch_statistics(x)
+        self.update(x)
+        return self.gamma * (x - mean) / np.sqrt(var + self.eps)
+
+
+# The train path with eps added to the standard deviation; the eval path is right.
+@MUTANTS.make("BatchNorm1d", "eps-outside-sqrt")
+class TrainEpsOnStd(StudentBatchNorm1d):
+    def forward_train(self, x):
+        self.check_batch(x)
+        out = self.gamma * (x - x.mean(axis=0)) / (x.std(axis=0) + self.eps) + self.beta
+        self.update(x)
+        return out
+
+
 # --- keras_to_torch_momentum ------------------------------------------------
 
 @MUTANTS.make("keras_to_torch_momentum", "keras-momentum-not-converted")

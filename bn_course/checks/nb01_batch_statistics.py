@@ -94,18 +94,27 @@ BATCH_MEAN = Exercise(
                      "sum over axis 0 divided by N.", statistic="median"),
     ])
 
-def negative_variance(exercise, candidate, played):
-    """A variance below zero: rounding has cancelled the digits of a difference."""
-    for p in played:
-        for label, want, got, problem in p.differences():
-            got = np.asarray(got)
-            if np.issubdtype(got.dtype, np.floating) and np.any(got < 0):
-                return [Observation(
-                    "negative-variance", f"On {p.case.description}, your {label} has negative "
-                    f"values (down to {np.min(got):.4g}). A mean of squares is never negative: "
-                    "a one-pass E[x^2] - E[x]^2 gives such values when rounding (float32 "
-                    "above all) cancels its digits.")]
-    return []
+def _negative_output(played_case):
+    """(label, lowest value) of the first wrong output with negative values, or None."""
+    for label, _, got, _ in played_case.differences():
+        got = np.asarray(got)
+        if np.issubdtype(got.dtype, np.floating) and np.any(got < 0):
+            return label, float(np.min(got))
+    return None
+
+
+def negative_variance(exercise, candidate, played, large=1e3):
+    """A variance below zero, and only on cases with large values: rounding has
+    cancelled the digits of a difference there (a sign slip is negative everywhere)."""
+    negative = [(p, found) for p in played if (found := _negative_output(p))]
+    if not negative or any(np.max(np.abs(p.case.args["x"])) <= large for p, _ in negative):
+        return []
+    p, (label, lowest) = negative[0]
+    return [Observation(
+        "negative-variance", f"On {p.case.description}, your {label} has negative values "
+        f"(down to {lowest:.4g}). A mean of squares is never negative: a one-pass "
+        "E[x^2] - E[x]^2 gives such values when rounding (float32 above all) cancels its "
+        "digits.")]
 
 
 BATCH_VAR = Exercise(

@@ -227,8 +227,8 @@ class _BuggyBatchNorm1d:
     normalize_ddof = 0         # 1: train mode normalizes with the unbiased variance
     eps_place = "inside"       # see _steps.normalized
     affine = "right"           # see _steps.scaled
-    eval_affine = None         # another _steps.scaled slip in eval mode only
-    eval_eps_place = None      # another _steps.normalized eps slip in eval mode only
+    # A slip of eps_place or affine made in one mode only (None: as in the other mode).
+    train_eps_place = train_affine = eval_eps_place = eval_affine = None
     fixed_momentum = None      # the momentum argument ignored, this value used
     fixed_eps = None           # the eps argument ignored, this value used
     eps_in_running_var = False  # var + eps blended in: eval mode then adds eps twice
@@ -261,11 +261,13 @@ class _BuggyBatchNorm1d:
 
     def _scale_shift(self, x, mean, var):
         eps = self.eps if self.fixed_eps is None else self.fixed_eps
-        eps_place = (self.eps_place if self.training or self.eval_eps_place is None
-                     else self.eval_eps_place)
-        x_hat = _steps.normalized(x, mean, var, eps, eps_place=eps_place)
-        affine = self.affine if self.training or self.eval_affine is None else self.eval_affine
-        return _steps.scaled(x_hat, self.gamma, self.beta, affine)
+        x_hat = _steps.normalized(x, mean, var, eps, eps_place=self._slip("eps_place"))
+        return _steps.scaled(x_hat, self.gamma, self.beta, self._slip("affine"))
+
+    def _slip(self, knob):
+        """The value of knob ("eps_place" or "affine") in the current mode."""
+        in_this_mode = getattr(self, f"{'train' if self.training else 'eval'}_{knob}")
+        return getattr(self, knob) if in_this_mode is None else in_this_mode
 
     def __call__(self, x):
         if self.training and len(x) < 2:
@@ -425,13 +427,16 @@ def _short(values):
     return np.array2string(np.asarray(values).ravel(), precision=3, threshold=4)
 
 
-def _in_eval_mode_only(mistakes):
-    """The same slips of eps or of the scale and shift, made only in the layer's eval
-    path (a train path that calls batchnorm_forward, an eval path written again)."""
-    knob_in_eval = {"eps_place": "eval_eps_place", "affine": "eval_affine"}
-    return [knob_mistake(m.id, f"Only in eval mode: {m.diagnosis}", m.hint,
-                         **{knob_in_eval[knob]: value for knob, value in m.knobs})
+def _in_one_mode(mode, mistakes):
+    """The same slips of eps or of the scale and shift, made in one of the layer's paths
+    only (say a train path that calls batchnorm_forward, an eval path written again)."""
+    return [knob_mistake(m.id, f"Only in {mode} mode: {m.diagnosis}", m.hint,
+                         **{f"{mode}_{knob}": value for knob, value in m.knobs})
             for m in mistakes]
+
+
+_EPS_AND_AFFINE_SLIPS = [EPS_AS_FLOOR, *EPS_MISTAKES, EPS_TIMES_VAR, SHIFT_THEN_SCALE,
+                         *affine_mistakes()]
 
 
 UPDATES_IN_EVAL = ("Your layer changes its running statistics in eval mode.",
@@ -515,11 +520,11 @@ BATCHNORM1D = Exercise(
         knob_mistake("eval-forgets-scale-and-shift", "In eval mode your layer returns the "
                      "normalized x without gamma and beta.", "Eval mode scales and shifts too: "
                      "only the statistics change between the modes.", eval_affine="none"),
-        EPS_AS_FLOOR, *EPS_MISTAKES, *affine_mistakes(), SHIFT_THEN_SCALE, EPS_TIMES_VAR,
+        *_EPS_AND_AFFINE_SLIPS,
+        *_in_one_mode("train", _EPS_AND_AFFINE_SLIPS),
         # returns-normalized-not-scaled in eval mode only is eval-forgets-scale-and-shift.
-        *_in_eval_mode_only([EPS_AS_FLOOR, *EPS_MISTAKES, EPS_TIMES_VAR, SHIFT_THEN_SCALE,
-                             *(m for m in affine_mistakes()
-                               if m.id != "returns-normalized-not-scaled")]),
+        *_in_one_mode("eval", [m for m in _EPS_AND_AFFINE_SLIPS
+                               if m.id != "returns-normalized-not-scaled"]),
     ])
 
 
