@@ -93,7 +93,7 @@ def test_lab_refuses_a_file_as_its_folder(tmp_path):
 
 @pytest.mark.slow
 def test_grade_on_two_workers_shows_the_bar_the_table_and_the_report_only(tmp_path):
-    """One student's notebook 01 with a catalogued mistake, graded by `bn-course grade
+    """Two students' notebook 01 with a catalogued mistake, graded by `bn-course grade
     --jobs 2`: nothing on the terminal but what bn-course prints (no kernel, nbgrader or
     Dask log lines), and the class report names the mistake."""
     from bn_course.instructor import layout, release
@@ -109,9 +109,10 @@ def test_grade_on_two_workers_shows_the_bar_the_table_and_the_report_only(tmp_pa
     for cell in notebook.cells:
         if cell.metadata.get("nbgrader", {}).get("grade_id") == "batch_var":
             cell.source = "def batch_var(x):\n    return x.var(axis=0, ddof=1)"
-    folder = tmp_path / "class" / "submitted" / "ada" / assignment
-    folder.mkdir(parents=True)
-    nbformat.write(notebook, str(folder / f"{assignment}.ipynb"))
+    for student in ("ada", "bo"):  # two, or a single worker would do
+        folder = tmp_path / "class" / "submitted" / student / assignment
+        folder.mkdir(parents=True)
+        nbformat.write(notebook, str(folder / f"{assignment}.ipynb"))
 
     result = bn_course("grade", str(tmp_path / "class"), "--jobs", "2",
                        "--report", str(tmp_path / "report.csv"))
@@ -119,7 +120,7 @@ def test_grade_on_two_workers_shows_the_bar_the_table_and_the_report_only(tmp_pa
     assert result.stderr.strip() == "", result.stderr  # no tty: not even a progress bar
     lines = result.stdout.splitlines()
     assert lines[0].split()[:2] == ["student", assignment]
-    assert any("batch_var: 0/1 passed" in line for line in lines)
-    assert any("mistake unbiased-variance (ada)" in line for line in lines)
+    assert any("batch_var: 0/2 passed" in line for line in lines)
+    assert any("mistake unbiased-variance (ada, bo)" in line for line in lines)
     assert (tmp_path / "report.html").is_file()
     assert (tmp_path / "class" / "gradebook.db").is_file()  # the default course directory

@@ -178,6 +178,7 @@ def grade(course, submissions_path, course_dir=None, *, timeout=None, jobs=1, sc
                 "ExecutePreprocessor": {"timeout": timeout}} if timeout else {}
     config = nbgrader_config(course, root, **sections)
     limits = limits or sandbox.Limits()
+    jobs = min(jobs, len(gradable))  # a cluster for one late submission is only a wait
     threads = 1 if scheduler else max(1, (os.cpu_count() or 1) // jobs)
     limits = sandbox.Limits(limits.memory_bytes, limits.wall_seconds, threads,
                             hide=(str(root), str(submitted_folder(submissions_path)),
