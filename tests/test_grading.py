@@ -250,7 +250,7 @@ def hostile_class(course_dir, submitted):
     if sandbox.namespace_flags():  # what only a mount namespace contains
         attacks["h_escaper"] = (
             "import pathlib, shutil\n"
-            f"for path in ({str(course_dir / 'gradebook.db')!r}, '../../escaped.txt'):\n"
+            f"for path in ({str(course_dir / 'gradebook.db')!r}, '../escaped.txt'):\n"
             "    try:\n        pathlib.Path(path).write_text('overwritten')\n"
             "    except OSError:\n        pass\n"
             f"shutil.rmtree({str(submitted)!r}, ignore_errors=True)")
