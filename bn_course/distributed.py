@@ -44,10 +44,8 @@ class GroupTimeout(TimeoutError):
 
 def _dumps(value):
     """Pickle by value, so that functions defined in a notebook reach the workers."""
-    try:
-        import cloudpickle
-    except ImportError:  # scikit-learn's joblib ships a copy
-        from joblib.externals import cloudpickle
+    import cloudpickle
+
     return cloudpickle.dumps(value)
 
 

@@ -129,7 +129,8 @@ def simulated(monkeypatch):
 
 
 PIP = [sys.executable, "-m", "pip", "install", "--quiet"]
-EVERYTHING_BUT_THE_PACKAGE = {"torch", "numpy", "matplotlib", "ipywidgets", "tqdm", "sklearn"}
+EVERYTHING_BUT_THE_PACKAGE = {"torch", "numpy", "matplotlib", "ipywidgets", "tqdm", "sklearn",
+                              "cloudpickle"}
 
 
 def test_setup_cell_does_nothing_in_a_local_install(simulated, capsys):
@@ -150,7 +151,8 @@ def test_setup_cell_on_colab_installs_the_package_alone(simulated, capsys):
 
 
 def test_setup_cell_on_colab_adds_only_the_missing_light_dependencies(simulated):
-    commands = simulated(on_colab=True, installed={"torch", "numpy", "matplotlib", "ipywidgets"})
+    commands = simulated(on_colab=True, installed={"torch", "numpy", "matplotlib", "ipywidgets",
+                                                   "cloudpickle"})
     assert commands == [PIP + ["--no-deps", "git+https://github.com/someone/some-course"],
                         PIP + ["tqdm", "scikit-learn"]]
 
