@@ -1760,3 +1760,15 @@ def test_a_wrong_shape_that_nothing_names_is_an_observation():
     assert not result.passed and result.mistake is None
     assert result.observation == "wrong-shape"
     assert "has shape" in result.message
+
+
+def test_nan_outputs_are_not_taken_for_ignoring_eps():
+    """Regression (blind evaluation): running mean and variance swapped and eps outside the
+    square root give NaN wherever the running mean is negative; eps is used all the same."""
+    def swapped_running_statistics(x, running_mean, running_var, gamma, beta, eps=1e-5):
+        return gamma * (x - running_var) / (np.sqrt(running_mean) + eps) + beta
+
+    result = check("batchnorm_eval", swapped_running_statistics)
+    assert not result.passed
+    assert result.observation != "ignores-eps"
+    assert "eps is not used" not in result.message, result.message

@@ -31,9 +31,19 @@ def _values(outputs):
 
 
 def _changes(before, after):
-    """Does any output differ between two runs?"""
-    return any(a.shape != b.shape or relative_error(a, b) > EXACT
-               for a, b in zip(_values(before), _values(after)))
+    """Does any output differ between two runs? (NaN or inf where the other run has a
+    number counts as a difference; NaN against NaN does not.)"""
+    for a, b in zip(_values(before), _values(after)):
+        finite = np.isfinite(a)
+        if a.shape != b.shape or not np.array_equal(finite, np.isfinite(b)):
+            return True
+        if relative_error(a[finite], b[finite]) > EXACT:
+            return True
+    return False
+
+
+def _all_finite(outputs):
+    return all(np.all(np.isfinite(value)) for value in _values(outputs))
 
 
 def ignores_eps(exercise, candidate, played):
@@ -44,8 +54,10 @@ def ignores_eps(exercise, candidate, played):
     small, large = {"eps": 1e-8}, {"eps": 1.0}
     reference_moves = _changes(p.case.rerun(exercise.reference, **small),
                                p.case.rerun(exercise.reference, **large))
-    if reference_moves and not _changes(p.case.rerun(candidate, **small),
-                                        p.case.rerun(candidate, **large)):
+    theirs_small, theirs_large = p.case.rerun(candidate, **small), p.case.rerun(candidate, **large)
+    # Outputs that are NaN or inf where eps could act hide whether eps is used: say nothing.
+    conclusive = _all_finite(theirs_small) and _all_finite(theirs_large)
+    if reference_moves and conclusive and not _changes(theirs_small, theirs_large):
         return [Observation("ignores-eps", "Your output does not change when eps changes "
                                            "(tried eps=1e-8 and eps=1): eps is not used.")]
     return []
