@@ -282,6 +282,15 @@ def forward_eps_as_relative(x, gamma, beta, eps=1e-5):
     return gamma * (x - mean) / np.sqrt(var + eps * var) + beta
 
 
+# Blind evaluation: x is centred, but the variance is taken from the raw squares,
+# np.mean(x**2), as if the mean were already zero.
+@MUTANTS.make("batchnorm_forward", "variance-not-centred")
+def forward_variance_of_raw_squares(x, gamma, beta, eps=1e-5):
+    mu = np.mean(x, axis=0)
+    var = np.mean(x ** 2, axis=0)
+    return gamma * (x - mu) / np.sqrt(var + eps) + beta
+
+
 # --- the tests --------------------------------------------------------------
 
 def test_every_mistake_of_the_notebook_has_a_mutant():

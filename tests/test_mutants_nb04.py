@@ -886,6 +886,14 @@ def keras_by_course_answer(m):
     return course_answers.keras_to_torch_momentum(m)
 
 
+# Blind evaluation: eval mode rescales x with the running variance but never subtracts
+# running_mean: gamma * x / sqrt(running_var + eps) + beta.
+@MUTANTS.make("batchnorm_eval", "forgot-running-mean")
+def eval_without_running_mean(x, running_mean, running_var, gamma, beta, eps=1e-5):
+    inv_std = 1.0 / np.sqrt(running_var + eps)
+    return gamma * x * inv_std + beta
+
+
 # --- the tests --------------------------------------------------------------
 
 def test_the_student_class_that_mutants_override_is_correct():

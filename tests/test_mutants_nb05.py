@@ -438,6 +438,24 @@ def compact_dgamma_with_vdot(dout, x, gamma, eps=1e-5):
     return dx, np.vdot(dout, student_x_hat(x, eps)), dbeta
 
 
+# Blind evaluation: dbeta summed from dx_hat = dout * gamma, the array at hand in a staged
+# backward pass, instead of from dout.
+@MUTANTS.make("batchnorm_backward", "dbeta-times-gamma")
+def backward_dbeta_from_dx_hat(dout, x, gamma, eps=1e-5):
+    dx, dgamma, _ = staged_backward(dout, x, gamma, eps)
+    return dx, dgamma, np.sum(dout * gamma, axis=0)
+
+
+# The same slip in the compact form, gamma pulled out of every gradient at once.
+@MUTANTS.make("batchnorm_backward_compact", "dbeta-times-gamma")
+def compact_dbeta_scaled_by_gamma(dout, x, gamma, eps=1e-5):
+    x_hat = student_x_hat(x, eps)
+    inv_std = 1 / np.sqrt(x.var(axis=0) + eps)
+    dx_hat = gamma * dout
+    dx = inv_std * (dx_hat - dx_hat.mean(0) - x_hat * (dx_hat * x_hat).mean(0))
+    return dx, (dout * x_hat).sum(0), dx_hat.sum(0)
+
+
 # --- the tests --------------------------------------------------------------
 
 def test_every_mistake_of_the_notebook_has_a_mutant():

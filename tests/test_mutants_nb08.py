@@ -560,6 +560,39 @@ def fold_detaches_every_input(conv_weight, conv_bias, bn):
     return fold_scaled_weight(conv_weight, scale), bn.bias - bn.running_mean * scale
 
 
+# The fusion bug of a well-known YOLOv3 port: the folded bias is conv_bias + beta, with
+# neither BN's scale nor its running mean.
+@MUTANTS.make("fold_batchnorm", "fold-bias-conv-plus-beta")
+def fold_bias_added_as_is(conv_weight, conv_bias, bn):
+    scale = bn.weight / np.sqrt(bn.running_var + bn.eps)
+    bias = bn.bias if conv_bias is None else conv_bias + bn.bias
+    return fold_scaled_weight(conv_weight, scale), bias
+
+
+# Blind evaluation: the branch for a convolution without bias returns zeros, forgetting
+# BN's own shift; the branch with a bias is right.
+@MUTANTS.make("fold_batchnorm", "fold-zero-bias-without-conv-bias")
+def fold_zero_bias_when_none(conv_weight, conv_bias, bn):
+    scale = bn.weight / np.sqrt(bn.running_var + bn.eps)
+    if conv_bias is None:
+        bias = np.zeros_like(scale)
+    else:
+        bias = (conv_bias - bn.running_mean) * scale + bn.bias
+    return fold_scaled_weight(conv_weight, scale), bias
+
+
+# Blind evaluation: gamma and beta reshaped to (G, C // G) and averaged like the
+# statistics, so each channel gets its group's mean scale and shift.
+@MUTANTS.make("groupnorm_forward", "affine-averaged-per-group")
+def groupnorm_affine_averaged(x, gamma, beta, num_groups, eps=1e-5):
+    groups = x.reshape(len(x), num_groups, -1)
+    centred = groups - groups.mean(-1, keepdims=True)
+    x_hat = centred / np.sqrt(groups.var(-1, keepdims=True) + eps)
+    g = gamma.reshape(num_groups, -1).mean(1)[None, :, None]
+    b = beta.reshape(num_groups, -1).mean(1)[None, :, None]
+    return (x_hat * g + b).reshape(x.shape)
+
+
 # --- the tests --------------------------------------------------------------
 
 def test_every_mistake_of_the_notebook_has_a_mutant():

@@ -236,6 +236,17 @@ def renorm_in_torch(x, running_mean, running_var, gamma, beta, r_max, d_max, eps
     return ((t - mean) / sigma_b * r + d).mul(as_tensor(gamma)).add(as_tensor(beta)).numpy()
 
 
+# Blind evaluation: running_var used as if it were a running standard deviation,
+# sigma = running_var, in both r and d.
+@MUTANTS.make("batch_renorm_forward", "running-var-as-std")
+def renorm_running_var_as_sigma(x, running_mean, running_var, gamma, beta, r_max, d_max,
+                                eps=1e-5):
+    mu, sigma_b, _ = renorm_parts(x, running_mean, running_var, eps)
+    r = np.clip(sigma_b / running_var, 1 / r_max, r_max)
+    d = np.clip((mu - running_mean) / running_var, -d_max, d_max)
+    return gamma * ((x - mu) / sigma_b * r + d) + beta
+
+
 # --- the tests -----------------------------------------------------------------------------
 
 def test_every_mistake_of_the_notebook_has_a_mutant():

@@ -40,14 +40,17 @@ RETURNS_OUT_AND_CACHE = Mistake(
 
 
 def forward_with(axis=0, ddof=0, stat="var", one_pass=False, affine="right", one_var=False,
-                 **step_knobs):
+                 uncentred_var=False, **step_knobs):
     """batchnorm_forward (any layout: ``axis`` names the reduced axes) with knobs;
-    one_var: the per-feature mean, but one variance for the whole batch."""
+    one_var: the per-feature mean, but one variance for the whole batch; uncentred_var:
+    the variance taken as the mean of x**2 (x itself is still centred)."""
 
     def batchnorm_forward(x, gamma, beta, eps=1e-5):
         mean, var = _steps.statistics(x, axis, ddof, stat, one_pass)
         if one_var:
             var = np.full_like(var, ((x - mean) ** 2).mean())
+        if uncentred_var:
+            var = (x * x).sum(axis=axis, keepdims=True) / (x.size // mean.size - ddof)
         shape = (1, -1) + (1,) * (x.ndim - 2)
         x_hat = _steps.normalized(x, mean, var, eps, **step_knobs)
         return _steps.scaled(x_hat, gamma.reshape(shape), beta.reshape(shape), affine)
@@ -121,6 +124,11 @@ BATCHNORM_FORWARD = Exercise(
         knob_mistake("one-variance-for-all-features", "You subtracted each feature's mean but "
                      "divided by one variance taken over the whole batch.", "Take the "
                      "variance per feature too: np.var(x, axis=0).", one_var=True),
+        knob_mistake("variance-not-centred", "You subtracted the mean from x but took the "
+                     "variance as the mean of x**2, without subtracting the mean there: that "
+                     "is only the variance when the mean is 0.", "The variance averages the "
+                     "squared deviations: np.mean((x - mean)**2, axis=0).",
+                     uncentred_var=True),
         knob_mistake("axis-0-vs-1", "You normalized each example across its features (axis=1): "
                      "that is LayerNorm, not BatchNorm.", AXIS_HINT, axis=1),
         knob_mistake("no-axis", "You took one mean and one variance over the whole batch, not "

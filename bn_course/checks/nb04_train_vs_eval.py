@@ -201,6 +201,9 @@ BATCHNORM_EVAL = Exercise(
         knob_mistake("var-instead-of-std", "You divided by the running variance instead of "
                      "its square root.", "Divide by np.sqrt(running_var + eps).",
                      divide_by="var"),
+        knob_mistake("forgot-running-mean", "You divided x by the running standard deviation "
+                     "without subtracting running_mean first.", "Centre first: "
+                     "(x - running_mean) / np.sqrt(running_var + eps).", centre="never"),
         EPS_AS_FLOOR, RETURNS_OUT_AND_CACHE, SHIFT_THEN_SCALE, EPS_TIMES_VAR,
     ])
 

@@ -31,10 +31,12 @@ def backward_cases(group):
 
 def _backward_with(dx_terms="all", dgamma_of="x_hat", dbeta_axis=0, dgamma_axis=0, ddof=0,
                    use_gamma=True, ddof_in_variance_path=True, eps_in_std=True,
-                   param_grads="sum", order="dx, dgamma, dbeta", dx_divides_by="std"):
+                   param_grads="sum", order="dx, dgamma, dbeta", dx_divides_by="std",
+                   dbeta_times_gamma=False):
     """batchnorm_backward with one knob per classic mistake. With ddof=1 it is the
     exact gradient of a forward pass that used the unbiased variance, unless
-    ddof_in_variance_path=False keeps dividing by N on the path through the variance."""
+    ddof_in_variance_path=False keeps dividing by N on the path through the variance.
+    dbeta_times_gamma: dbeta sums dout * gamma (the gradient of x_hat, not of beta)."""
 
     def backward(dout, x, gamma, eps=1e-5):
         n = x.shape[0] - (ddof if ddof_in_variance_path else 0)
@@ -42,7 +44,7 @@ def _backward_with(dx_terms="all", dgamma_of="x_hat", dbeta_axis=0, dgamma_axis=
         inv_std = 1 / np.sqrt(x.var(axis=0, ddof=ddof) + (eps if eps_in_std else 0.0))
         x_hat = centred * inv_std
         per = x.shape[0] if param_grads == "mean" else 1
-        dbeta = dout.sum(axis=dbeta_axis) / per
+        dbeta = (dout * (gamma if dbeta_times_gamma else 1.0)).sum(axis=dbeta_axis) / per
         dgamma = {"x_hat": lambda: dout * x_hat, "x": lambda: dout * x,
                   "centred": lambda: dout * centred,
                   "nothing": lambda: dout}[dgamma_of]().sum(axis=dgamma_axis) / per
@@ -101,6 +103,10 @@ def _backward_mistakes():
                      "variance, x_hat * mean(dout * x_hat). It vanishes when dout is all ones, "
                      "which is why a check with dout = ones passes.", DX_FORMULA,
                      dx_terms="mean_only"),
+        knob_mistake("dbeta-times-gamma", "Your dbeta sums dout * gamma: gamma belongs to "
+                     "the gradient of x_hat, not of beta, which is added as it is.",
+                     "out = gamma * x_hat + beta, so dbeta = dout.sum(axis=0).",
+                     dbeta_times_gamma=True),
         knob_mistake("dx-forgot-gamma", "Your dx leaves out gamma.", "The output is "
                      "gamma * x_hat + beta: dx_hat = dout * gamma.", use_gamma=False),
         knob_mistake("dx-divides-by-variance", "Your dx divides by var + eps where the "

@@ -255,7 +255,8 @@ def _groupnorm_with(layout="consecutive", over_batch=False, ddof=0, groups="give
     "one" (G = 1, LayerNorm) ignores num_groups, "size" reads it as the number of channels
     per group; pixels=False takes each group's statistics at every pixel separately (over
     its channels only); affine "per-group" scales and shifts group k with gamma[k] and
-    beta[k] (the first G entries, applied before the groups are reshaped back)."""
+    beta[k] (the first G entries, applied before the groups are reshaped back),
+    "group-average" gives every channel of a group the mean of the group's gamma and beta."""
 
     def groupnorm(x, gamma, beta, num_groups, eps=1e-5):
         n, c = x.shape[:2]
@@ -273,6 +274,9 @@ def _groupnorm_with(layout="consecutive", over_batch=False, ddof=0, groups="give
             x_hat = x_hat.swapaxes(1, 2)
         if affine == "per-group":  # channel j gets the entry of its group, j // (C / G)
             gamma, beta = (np.repeat(v[:num_groups], c // num_groups) for v in (gamma, beta))
+        if affine == "group-average":
+            gamma, beta = (np.repeat(v.reshape(num_groups, -1).mean(axis=1), c // num_groups)
+                           for v in (gamma, beta))
         shape = (1, c) + (1,) * (x.ndim - 2)
         return x_hat.reshape(x.shape) * gamma.reshape(shape) + beta.reshape(shape)
 
@@ -298,8 +302,10 @@ def _fold_with(forgot_eps=False, eps_outside=False, var_not_std=False, bias="fol
                scaled_axis=0):
     """fold_batchnorm with knobs; bias: "folded" (right), "ignored" (the conv bias
     dropped), "unscaled" (the conv bias added after BN's scale), "no-mean-shift" (the
-    running mean left out); scaled_axis 1 scales the weight's input channels (which only
-    broadcasts when there are as many as output channels)."""
+    running mean left out), "conv-bias-plus-beta" (conv_bias + beta: neither scale nor
+    running mean), "zero-without-conv-bias" (zeros when conv_bias is None); scaled_axis
+    1 scales the weight's input channels (which only broadcasts when there are as many as
+    output channels)."""
 
     def fold(conv_weight, conv_bias, bn):
         conv_b = np.zeros(len(conv_weight)) if conv_bias is None or bias == "ignored" \
@@ -309,7 +315,10 @@ def _fold_with(forgot_eps=False, eps_outside=False, var_not_std=False, bias="fol
         scale = bn.weight / (std + bn.eps if eps_outside else std)
         shift = bn.bias - bn.running_mean * scale  # BN's own shift in eval mode
         folded_bias = {"unscaled": conv_b + shift,  # "ignored" has conv_b = 0 already
-                       "no-mean-shift": conv_b * scale + bn.bias}.get(bias, conv_b * scale + shift)
+                       "no-mean-shift": conv_b * scale + bn.bias,
+                       "conv-bias-plus-beta": conv_b + bn.bias}.get(bias, conv_b * scale + shift)
+        if bias == "zero-without-conv-bias" and conv_bias is None:
+            folded_bias = np.zeros(len(conv_weight))
         shape = [1] * conv_weight.ndim
         shape[scaled_axis] = -1
         return conv_weight * scale.reshape(shape), folded_bias
@@ -410,6 +419,8 @@ def _always(answer):
 LAYERNORM_HINT = ("LayerNorm normalizes each example on its own: statistics over every axis "
                   "but the batch axis, axis=tuple(range(1, x.ndim)).")
 
+GROUP_AFFINE_HINT = ("Reshape x_hat back to (N, C, H, W) first, then apply "
+                     "gamma.reshape(1, C, 1, 1) and beta.reshape(1, C, 1, 1).")
 GROUP_HINT = ("Reshape to (N, num_groups, C // num_groups, H * W): consecutive channels form a "
               "group, as in torch.nn.functional.group_norm; then reduce over axes (2, 3).")
 
@@ -463,9 +474,12 @@ GROUPNORM_FORWARD_MISTAKES = [
                  "C // num_groups groups in all.", GROUP_HINT, groups="size"),
     knob_mistake("affine-per-group", "You scaled and shifted each group with gamma[k] and "
                  "beta[k], the first num_groups entries: gamma and beta have one entry per "
-                 "channel, C in all, as in BatchNorm.", "Reshape x_hat back to (N, C, H, W) "
-                 "first, then apply gamma.reshape(1, C, 1, 1) and beta.reshape(1, C, 1, 1).",
+                 "channel, C in all, as in BatchNorm.", GROUP_AFFINE_HINT,
                  affine="per-group"),
+    knob_mistake("affine-averaged-per-group", "You gave every channel of a group the group's "
+                 "average gamma and beta: gamma and beta have one entry per channel and are "
+                 "applied channel by channel.", GROUP_AFFINE_HINT,
+                 affine="group-average"),
     knob_mistake("groups-without-pixels", "Your group statistics are taken over the group's "
                  "channels at each pixel separately, not over its channels and all pixels.",
                  GROUP_HINT, pixels=False),
@@ -485,6 +499,12 @@ FOLD_BATCHNORM_MISTAKES = [
     knob_mistake("fold-conv-bias-unscaled", "Your folded bias adds the convolution's bias "
                  "as it is, but BN scales it like everything else the convolution outputs.",
                  FOLD_HINT, bias="unscaled"),
+    knob_mistake("fold-bias-conv-plus-beta", "Your folded bias is conv_bias + beta: BN's "
+                 "scale and its running mean are both missing from it.", FOLD_HINT,
+                 bias="conv-bias-plus-beta"),
+    knob_mistake("fold-zero-bias-without-conv-bias", "When the convolution has no bias your "
+                 "folded bias is zero: BN's own shift, beta - running_mean * scale, is still "
+                 "there.", FOLD_HINT, bias="zero-without-conv-bias"),
     knob_mistake("fold-scales-input-channels", "You scaled the weight along its input-channel "
                  "axis (axis 1): BN scales each output channel, so conv_weight[c] (axis 0) is "
                  "multiplied by s_c.", FOLD_HINT, scaled_axis=1),

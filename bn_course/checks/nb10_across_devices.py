@@ -184,9 +184,10 @@ def _renorm_cases(group):
 
 
 def _renorm_with(clip=True, swap_rd=False, r_inverted=False, d_in_batch_std=False,
-                 symmetric_r_clip=False, eps_place="inside", ddof=0):
+                 symmetric_r_clip=False, eps_place="inside", ddof=0, running_var_as_std=False):
     """batch_renorm_forward with one knob per classic mistake. eps_place: "inside" (right),
-    "outside", "forgotten" or "batch-only" (sigma_B has eps, the running sigma not)."""
+    "outside", "forgotten" or "batch-only" (sigma_B has eps, the running sigma not);
+    running_var_as_std: running_var read as a running standard deviation, sigma = running_var."""
 
     def batch_renorm_forward(x, running_mean, running_var, gamma, beta, r_max, d_max, eps=1e-5):
         mean = x.mean(axis=0)
@@ -199,6 +200,8 @@ def _renorm_with(clip=True, swap_rd=False, r_inverted=False, d_in_batch_std=Fals
             batch_std, running_std = np.sqrt(var + eps), np.sqrt(running_var)
         else:  # forgotten
             batch_std, running_std = np.sqrt(var), np.sqrt(running_var)
+        if running_var_as_std:
+            running_std = running_var
         r = running_std / batch_std if r_inverted else batch_std / running_std
         d = (mean - running_mean) / (batch_std if d_in_batch_std else running_std)
         if clip:
@@ -242,6 +245,9 @@ BATCH_RENORM_FORWARD = Exercise(
         knob_mistake("running-sigma-without-eps", "Your running sigma is sqrt(running_var), "
                      "without eps, while your sigma_B has it: both standard deviations take eps "
                      "inside the square root.", RENORM_HINT, eps_place="batch-only"),
+        knob_mistake("running-var-as-std", "Your sigma is running_var itself: the layer keeps "
+                     "a running VARIANCE, so its standard deviation is sqrt(running_var + eps).",
+                     RENORM_HINT, running_var_as_std=True),
         knob_mistake("unbiased-variance", "You normalized with the unbiased batch variance "
                      "(divide by N - 1).", "Batch renorm normalizes with the biased batch "
                      "variance, as batch norm does: x.var(axis=0).", ddof=1),
