@@ -393,9 +393,9 @@ def ghost_noise_figure(ghost_batchnorm_forward,
 # --- 4. re-estimating the running statistics (precise BN) ----------------------------
 
 def _batchnorms(model):
-    from torch import nn
+    from bn_course.blocks import batchnorm_layers  # imports torch: only when a model exists
 
-    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    return batchnorm_layers(model)
 
 
 def recompute_with(recompute_running_stats, model, x, batch_size=64):
