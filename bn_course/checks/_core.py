@@ -510,14 +510,17 @@ class Played:
     expected: list
     outputs: list | None = None
     failure: _Failed | None = None
+    _differences: list | None = field(default=None, repr=False, compare=False)
 
     def differences(self):
-        """(label, expected, got, problem) for every output that is wrong."""
-        if self.outputs is None:
-            return []
-        return [(label, want, got, problem)
+        """(label, expected, got, problem) for every output that is wrong. Computed once:
+        the diagnosis asks for every catalogued mistake it tries."""
+        if self._differences is None:
+            self._differences = [] if self.outputs is None else [
+                (label, want, got, problem)
                 for (label, want), (_, got) in zip(self.expected, self.outputs)
                 if (problem := _value_problem(want, got, self.case.tolerance))]
+        return self._differences
 
     def worst_error(self):
         """How far off the candidate is on this case (inf for a shape or NaN problem)."""
