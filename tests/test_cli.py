@@ -4,7 +4,6 @@ import subprocess
 import sys
 from importlib.metadata import version
 
-import nbformat
 import pytest
 
 COMMANDS = ["lab", "build", "check", "grade", "doctor"]
@@ -96,23 +95,20 @@ def test_grade_on_two_workers_shows_the_bar_the_table_and_the_report_only(tmp_pa
     """Two students' notebook 01 with a catalogued mistake, graded by `bn-course grade
     --jobs 2`: nothing on the terminal but what bn-course prints (no kernel, nbgrader or
     Dask log lines), and the class report names the mistake."""
-    from bn_course.instructor import layout, release
+    from classroom import released_and_solved, submit
+
+    from bn_course.instructor import layout
 
     real = layout.find_course()
     assignment = "01_batch_statistics"
-    release.copy_course(real, tmp_path / "release")
-    release.generate(real, tmp_path / "release", [assignment])
-    released = nbformat.read(str(layout.Course(tmp_path / "release").release_notebook(
-        assignment)), as_version=4)
-    notebook = release.with_solutions(released, nbformat.read(
-        str(real.source_notebook(assignment)), as_version=4))
+    _, solved = released_and_solved(real, tmp_path / "release", [assignment])
+    notebook = solved[assignment]
     for cell in notebook.cells:
         if cell.metadata.get("nbgrader", {}).get("grade_id") == "batch_var":
             cell.source = "def batch_var(x):\n    return x.var(axis=0, ddof=1)"
-    for student in ("ada", "bo"):  # two, or a single worker would do
-        folder = tmp_path / "class" / "submitted" / student / assignment
-        folder.mkdir(parents=True)
-        nbformat.write(notebook, str(folder / f"{assignment}.ipynb"))
+    # two students, or a single worker would do
+    submit(tmp_path / "class" / "submitted", {student: {assignment: notebook}
+                                              for student in ("ada", "bo")})
 
     result = bn_course("grade", str(tmp_path / "class"), "--jobs", "2",
                        "--report", str(tmp_path / "report.csv"))

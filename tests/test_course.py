@@ -16,6 +16,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from classroom import released_and_solved, submit
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from bn_course.instructor import grading, layout, release, runner
@@ -415,18 +416,9 @@ def _real_submissions(releases, solved):
 def real_graded(tmp_path_factory):
     """Grade the four students once, keeping the course directory for feedback."""
     real = layout.find_course()
-    root = tmp_path_factory.mktemp("real_release")
-    release.copy_course(real, root)
-    release.generate(real, root, REAL)
-    releases = {a: nbformat.read(str(layout.Course(root).release_notebook(a)), as_version=4)
-                for a in REAL}
-    solved = {a: release.with_solutions(releases[a], nbformat.read(
-        str(real.source_notebook(a)), as_version=4)) for a in REAL}
+    releases, solved = released_and_solved(real, tmp_path_factory.mktemp("real_release"), REAL)
     submitted = tmp_path_factory.mktemp("real_submissions") / layout.SUBMITTED_DIR
-    for student, notebooks in _real_submissions(releases, solved).items():
-        for assignment, notebook in notebooks.items():
-            (submitted / student / assignment).mkdir(parents=True)
-            nbformat.write(notebook, str(submitted / student / assignment / f"{assignment}.ipynb"))
+    submit(submitted, _real_submissions(releases, solved))
     course_dir = tmp_path_factory.mktemp("real_grading")
     grades = grading.grade(real, submitted, course_dir=course_dir, timeout=10).grades
     scores = {(g.student, g.assignment): g.score for g in grades}

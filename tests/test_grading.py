@@ -18,6 +18,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from classroom import released_and_solved, submit
 from test_course import TOY, cells_by_id, make_course, toy_source
 
 from bn_course.instructor import grading, layout, ledger, release, report, sandbox
@@ -323,22 +324,18 @@ def test_the_class_report_counts_the_simulated_mix_exactly(tmp_path):
     for exercise, (_, mistake_id) in MISTAKES.items():  # the ids are the catalogue's
         assert EXERCISES[exercise].mistake(mistake_id).id == mistake_id
     real = layout.find_course()
-    release.copy_course(real, tmp_path / "release")
-    release.generate(real, tmp_path / "release", [REPORT_ASSIGNMENT])
-    released = nbformat.read(str(layout.Course(tmp_path / "release").release_notebook(
-        REPORT_ASSIGNMENT)), as_version=4)
-    solved = release.with_solutions(released, nbformat.read(
-        str(real.source_notebook(REPORT_ASSIGNMENT)), as_version=4))
+    released, solved = released_and_solved(real, tmp_path / "release", [REPORT_ASSIGNMENT])
+    released, solved = released[REPORT_ASSIGNMENT], solved[REPORT_ASSIGNMENT]
     submitted = tmp_path / "class" / layout.SUBMITTED_DIR
+    notebooks = {}
     for student, wrong in REPORT_CLASS.items():
         notebook = released if wrong == "blank" else copy.deepcopy(solved)
         if wrong != "blank":
             cells_by_id(notebook)["batch_var"].source = SELF_CONTAINED_BATCH_VAR
         for exercise in [] if wrong == "blank" else wrong:
             cells_by_id(notebook)[exercise].source = MISTAKES[exercise][0]
-        (submitted / student / REPORT_ASSIGNMENT).mkdir(parents=True)
-        nbformat.write(notebook, str(submitted / student / REPORT_ASSIGNMENT
-                                     / f"{REPORT_ASSIGNMENT}.ipynb"))
+        notebooks[student] = {REPORT_ASSIGNMENT: notebook}
+    submit(submitted, notebooks)
 
     run = grading.grade(real, submitted, course_dir=tmp_path / "graded", jobs=2)
     summaries = {s.exercise: s for s in run.report}

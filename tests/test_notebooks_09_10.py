@@ -10,11 +10,12 @@ import sys
 
 import nbformat
 import pytest
+from classroom import released_and_solved, submit
 from nbclient import NotebookClient
 from test_course import _edit, _points, cells_by_id
 
 from bn_course.checks import EXERCISES
-from bn_course.instructor import grading, layout, release
+from bn_course.instructor import grading, layout
 
 ASSIGNMENTS = ["09_in_practice", "10_across_devices"]
 pytestmark = pytest.mark.slow
@@ -40,20 +41,12 @@ def merge_batch_stats(counts, means, variances):
 def graded(tmp_path_factory):
     """Grade three students of both notebooks once: solved, blank, one mistake each."""
     real = layout.find_course()
-    root = tmp_path_factory.mktemp("release_09_10")
-    release.copy_course(real, root)
-    release.generate(real, root, ASSIGNMENTS)
-    releases = {a: nbformat.read(str(layout.Course(root).release_notebook(a)), as_version=4)
-                for a in ASSIGNMENTS}
-    solved = {a: release.with_solutions(releases[a], nbformat.read(
-        str(real.source_notebook(a)), as_version=4)) for a in ASSIGNMENTS}
+    releases, solved = released_and_solved(real, tmp_path_factory.mktemp("release_09_10"),
+                                           ASSIGNMENTS)
     mistaken = {a: _edit(copy.deepcopy(solved[a]), name, source)
                 for a, (name, _, source) in MISTAKES.items()}
     submitted = tmp_path_factory.mktemp("submissions_09_10") / layout.SUBMITTED_DIR
-    for student, notebooks in {"blank": releases, "mistake": mistaken, "solved": solved}.items():
-        for assignment, notebook in notebooks.items():
-            (submitted / student / assignment).mkdir(parents=True)
-            nbformat.write(notebook, str(submitted / student / assignment / f"{assignment}.ipynb"))
+    submit(submitted, {"blank": releases, "mistake": mistaken, "solved": solved})
     course_dir = tmp_path_factory.mktemp("grading_09_10")
     grades = grading.grade(real, submitted, course_dir=course_dir, timeout=120).grades
     return {(g.student, g.assignment): g.score for g in grades}, releases, course_dir
