@@ -4,11 +4,11 @@
 
 * experiments: each of notebook 07's experiments, trained from scratch in this process
   (wall and CPU seconds, and milliseconds per training step);
-* layers: the paper's BN run (3,000 steps) with torch.nn.BatchNorm1d, with the course's
+* layers: the paper's BN run (2,000 steps) with torch.nn.BatchNorm1d, with the course's
   from-scratch BatchNorm1d and with the solution notebook's BatchNorm2d (what a student
   pastes into notebook 07), each with the notebook's build_mlp, and how far the curves are
   from torch's (the notebook's network must not take more than 1.5x the time of torch's);
-* panel: what a slider move costs: a fresh pair of curves (two new 300-step runs, the
+* panel: what a slider move costs: a fresh pair of curves (two new 200-step runs, the
   figure and its PNG, as the inline backend renders it) for a few settings, and a move
   back to a setting already trained (budget for a fresh pair: 3 s on 2 cores);
 * notebook: the solution notebook executed headless in a fresh kernel, start-up included
