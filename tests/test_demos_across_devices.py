@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from bn_course import distributed
 from bn_course.demos import across_devices as demo
-from bn_course.distributed import WorkerFailed
+from bn_course.distributed import GroupUnavailable, WorkerFailed
 from bn_course.numerics import relative_error
 from bn_course.reference.numpy import batch_renorm_forward, merge_batch_stats
 
@@ -72,12 +72,14 @@ def test_synced_bn_trains_far_better_at_two_examples_per_worker():
     assert demo.data_parallel_figure(result) is not None
 
 
-def test_run_or_explain_turns_a_failed_group_into_one_line(capsys):
+@pytest.mark.parametrize("error", [WorkerFailed("worker 1 failed; its traceback: ..."),
+                                   GroupUnavailable("this runtime cannot start worker processes")])
+def test_run_or_explain_turns_a_failed_group_into_one_line(error, capsys):
     def failing():
-        raise WorkerFailed("worker 1 failed; its traceback: ...")
+        raise error
 
     assert demo._run_or_explain(failing) is None
-    assert "did not complete: worker 1 failed" in capsys.readouterr().out
+    assert f"did not complete: {error}" in capsys.readouterr().out
 
 
 def test_labs_skip_with_a_reason_where_processes_cannot_start(monkeypatch, not_grading, capsys):

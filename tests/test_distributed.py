@@ -109,15 +109,55 @@ def test_unavailable_runtime_is_refused_with_the_reason(monkeypatch):
         run_workers(gather_ranks, 2, args=(0.0,))
 
 
-def test_unavailable_reason_names_a_runtime_without_semaphores(monkeypatch):
-    import multiprocessing
+def test_unavailable_reason_names_a_runtime_without_an_interpreter_to_start(monkeypatch):
+    import sys
 
-    class Sandbox:
-        def Queue(self):  # multiprocessing's name
-            raise OSError(38, "Function not implemented")
-
-    monkeypatch.setattr(multiprocessing, "get_context", lambda method: Sandbox())
+    monkeypatch.setattr(sys, "executable", "")  # as in an interpreter embedded in a browser
     assert "cannot start worker processes" in distributed.unavailable_reason()
+
+
+def test_a_runtime_that_forbids_new_processes_is_refused_with_the_reason(monkeypatch,
+                                                                        no_leftover_children):
+    import subprocess
+
+    def forbidden(*args, **kwargs):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(subprocess, "Popen", forbidden)
+    with pytest.raises(GroupUnavailable, match="cannot start worker processes.*not permitted"):
+        run_workers(gather_ranks, 2, args=(0.0,))
+
+
+LINGERING_SCRIPT = """
+import os
+from bn_course.distributed import run_workers
+
+def rank_only(rank, world_size):
+    return rank
+
+if __name__ == "__main__":
+    assert run_workers(rank_only, 2, timeout=60) == [0, 1]
+    me = os.getpid()
+    children = set()
+    for task in os.listdir(f"/proc/{me}/task"):
+        with open(f"/proc/{me}/task/{task}/children") as f:
+            children |= set(f.read().split())
+    print("children:", len(children))
+"""
+
+
+def test_nothing_lingers_after_the_group_not_even_a_helper_process(tmp_path):
+    """A helper left running (multiprocessing's resource tracker, which ignores SIGINT and
+    SIGTERM) made Jupyter wait seconds to shut notebook 10's kernel down."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "lingering.py"
+    script.write_text(LINGERING_SCRIPT)
+    finished = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                              timeout=120)
+    assert finished.returncode == 0, finished.stderr
+    assert "children: 0" in finished.stdout
 
 
 INTERRUPTED_SCRIPT = """

@@ -156,12 +156,12 @@ def _group_problem():
 
 
 def _run_or_explain(experiment):
-    """experiment(), or None with one line when the group fails or times out."""
-    from bn_course.distributed import GroupTimeout, WorkerFailed
+    """experiment(), or None with one line when the group cannot start, fails or times out."""
+    from bn_course.distributed import GroupTimeout, GroupUnavailable, WorkerFailed
 
     try:
         return experiment()
-    except (WorkerFailed, GroupTimeout) as error:
+    except (GroupUnavailable, WorkerFailed, GroupTimeout) as error:
         print(f"The process group did not complete: {error}")
         return None
 
@@ -308,7 +308,7 @@ class DataParallelRuns:
     steps: int
 
 
-PER_WORKER_BATCH, STEPS, LR = 2, 300, 0.05  # the data-parallel run of the notebook
+PER_WORKER_BATCH, STEPS, LR = 2, 150, 0.05  # the data-parallel run of the notebook
 
 
 def data_parallel_experiment(merge_batch_stats, world_size=2, per_worker_batch=PER_WORKER_BATCH,
