@@ -59,17 +59,19 @@ class DaskPool:
         return self._futures.count()
 
     def finished(self, wait=True):
-        """(job, result or the exception that stopped it), as they finish; with
-        ``wait=False`` only those finished already."""
-        while not self._futures.is_empty() and (wait or self._futures.has_ready()):
-            for future in self._futures.next_batch(block=True):
-                job = self._jobs.pop(future.key)
-                try:
-                    yield job, future.result()
-                except Exception as error:  # noqa: BLE001 -- a dead worker, a lost connection
-                    yield job, error
-                finally:
-                    future.release()
+        """(job, result or the exception that stopped it) for the jobs finished so far;
+        with ``wait``, first waits until one is (not until all are: the grader records
+        it and hands out the next job while the others run)."""
+        if self._futures.is_empty() or not (wait or self._futures.has_ready()):
+            return
+        for future in self._futures.next_batch(block=True):
+            job = self._jobs.pop(future.key)
+            try:
+                yield job, future.result()
+            except Exception as error:  # noqa: BLE001 -- a dead worker, a lost connection
+                yield job, error
+            finally:
+                future.release()
 
 
 @contextlib.contextmanager
