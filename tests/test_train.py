@@ -97,6 +97,15 @@ def test_training_leaves_frozen_parameters_alone(digits):
     assert not torch.equal(model[3].weight, trained)
 
 
+def test_a_parameter_the_loss_does_not_use_is_left_alone(digits):
+    model = digits_mlp(bn=True)
+    model.unused = nn.Parameter(torch.ones(3))  # registered and trainable, never used
+    trained = model[3].weight.clone()
+    train(model, digits, steps=5, lr=LR, progress=False)
+    assert torch.equal(model.unused, torch.ones(3))
+    assert not torch.equal(model[3].weight, trained)
+
+
 def test_history_records_every_step_and_the_eval_points(trained_bn):
     _, history = trained_bn
     assert history.step == list(range(1, STEPS + 1))
