@@ -58,6 +58,8 @@ def test_zero_gamma_trains_the_deep_residual_network_better():
     final = {name: np.mean([h.test_accuracy[-1] for h in histories])
              for name, histories in runs.histories.items()}
     assert final["zero gamma"] > final["default"] + 0.15
+    # What notebook 09 says: with zero-gamma the network trains on every seed.
+    assert all(h.test_accuracy[-1] > 0.9 for h in runs.histories["zero gamma"])
     assert demo.zero_init_figure(runs) is not None
 
 

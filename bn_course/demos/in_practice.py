@@ -252,7 +252,7 @@ class ZeroInitRuns:
     depth: int
 
 
-def zero_init_experiment(zero_init_last_bn, seeds=(0, 1, 2), depth=16, lr=1.0, steps=100):
+def zero_init_experiment(zero_init_last_bn, seeds=(0, 1, 2), depth=16, lr=1.0, steps=80):
     """Train ``residual_mlp`` at a high learning rate with the default init (every gamma 1)
     and with ``zero_init_last_bn``, on the same seeds (same weights otherwise)."""
     from bn_course.data import load_digits
