@@ -57,7 +57,8 @@ def stopwatch(row):
 def bench_experiments(demo):
     experiments = [(f"paper figure, 2 x {demo.PAPER.steps} steps", demo.paper_runs)]
     for knob, values in demo.SWEEP_VALUES.items():
-        experiments.append((f"{knob} sweep, {len(values)} pairs x {demo.SWEEP.steps} steps",
+        experiments.append((f"{knob} sweep, {len(values)} pairs x "
+                            f"{demo.sweep_centre(knob).steps} steps",
                             lambda knob=knob: demo.sweep_runs(knob)))
     experiments.append((f"noise run, {demo.NOISE.steps} steps", lambda: demo.run(demo.NOISE)))
     print(f"\nexperiments, trained in this process in the notebook's order ({load()})")
