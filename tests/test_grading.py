@@ -154,6 +154,52 @@ def test_a_dask_cluster_gives_the_sequential_scores(toy, sequential, dask_cluste
 
 
 # ---------------------------------------------------------------------------
+# Keeping the workers busy
+
+def runs_until_it_exists(path):
+    """A job that runs until the test creates the file ``path`` (30 s at most)."""
+    deadline = time.monotonic() + 30
+    while not Path(path).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return path
+
+
+def test_the_pool_hands_back_a_finished_job_while_another_still_runs(tmp_path):
+    """The grader records a finished job and hands out the next one at once, instead of
+    waiting for every job in flight (the workers would idle meanwhile)."""
+    from distributed import Client, LocalCluster
+
+    from bn_course.instructor.cluster import DaskPool
+
+    signal_file = str(tmp_path / "go")
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                      dashboard_address=None) as local, Client(local) as client:
+        pool = DaskPool(client)
+        pool.submit(runs_until_it_exists, signal_file)
+        pool.submit(str.upper, "quick")
+        try:
+            assert list(pool.finished(wait=True)) == [("quick", "QUICK")]
+            assert pool.in_flight == 1
+        finally:
+            Path(signal_file).touch()
+        assert list(pool.finished(wait=True)) == [(signal_file, signal_file)]
+
+
+def test_submissions_are_handed_out_longest_first():
+    """Each assignment once to learn its time, then the longest first, the shortest last."""
+    order = grading._LongestFirst([grading.Submission(student, assignment, Path(student))
+                                   for student in ("s1", "s2", "s3") for assignment in "abc"])
+    assert [order.pop().assignment for _ in range(3)] == ["a", "b", "c"]
+    for assignment, seconds in {"a": 1.0, "b": 3.0, "c": 2.0}.items():
+        order.learn(assignment, seconds)
+    rest = []
+    while order:
+        rest.append(order.pop())
+    assert [(s.student, s.assignment) for s in rest] == [
+        ("s2", "b"), ("s3", "b"), ("s2", "c"), ("s3", "c"), ("s2", "a"), ("s3", "a")]
+
+
+# ---------------------------------------------------------------------------
 # Resuming, retrying
 
 GRADE_IN_A_PROCESS = """

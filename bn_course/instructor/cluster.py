@@ -5,10 +5,21 @@ The grader hands each pool the same function and the same plain-data jobs;
 ``LocalCluster`` of N single-threaded worker processes, ``--scheduler ADDRESS`` on
 an existing Dask cluster (``dask scheduler`` / ``dask worker``, dask-jobqueue,
 Kubernetes). Only the futures differ.
+
+A local cluster takes seconds to start, mostly importing what a worker needs: its
+workers are forked from one server process that imports it once, and ``start_pool``
+starts it in the background while the grader does other work.
 """
 
 import contextlib
 import logging
+import multiprocessing
+from concurrent import futures
+
+# What a worker imports for its first job: seconds of CPU (nbformat's jsonschema alone
+# takes one), paid once in the forkserver instead of once per worker.
+WORKER_IMPORTS = ["distributed", "bn_course.instructor.sandbox", "nbclient",
+                  "nbgrader.preprocessors"]
 
 
 class InProcessPool:
@@ -75,9 +86,26 @@ class DaskPool:
 
 
 @contextlib.contextmanager
+def start_pool(jobs=1, scheduler=None):
+    """``open_pool`` in a thread of its own: yields at once a Future of the pool, so
+    that the caller can get other work done while a cluster starts.
+
+    The pool is closed on exit. An error in opening it is raised by the Future's
+    ``result()``; a caller that never asks for the pool never sees it.
+    """
+    with futures.ThreadPoolExecutor(1, thread_name_prefix="bn-course-pool") as starter, \
+            contextlib.ExitStack() as opened:
+        pool = starter.submit(opened.enter_context, open_pool(jobs, scheduler))
+        try:
+            yield pool
+        finally:
+            futures.wait([pool])  # started (or failed) before it is closed
+
+
+@contextlib.contextmanager
 def open_pool(jobs=1, scheduler=None):
     """A pool for ``jobs`` local workers, or for the Dask scheduler at ``scheduler``."""
-    if scheduler is None and jobs == 1:
+    if scheduler is None and jobs <= 1:
         yield InProcessPool()
         return
     import dask
@@ -87,15 +115,36 @@ def open_pool(jobs=1, scheduler=None):
     # A worker that dies takes its job with it: the grader retries that job once
     # itself, so the local scheduler need not retry it too.
     with dask.config.set({"distributed.scheduler.allowed-failures": 0,
-                          "distributed.worker.daemon": False}):
+                          "distributed.worker.daemon": False,
+                          "distributed.worker.multiprocessing-method": _start_method()}):
+        # Clients are closed, not used in a `with`: that would make the client the
+        # current one of the thread that opened it, and start_pool opens the pool in
+        # a thread of its own and closes it from the caller's.
         if scheduler is not None:
-            with Client(scheduler, timeout="30s") as client:
+            with contextlib.closing(Client(scheduler, timeout="30s")) as client:
                 yield DaskPool(client)
             return
+        _preload_workers()
         with LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True,
                           dashboard_address=None, memory_limit=0,
-                          silence_logs=logging.CRITICAL) as local, Client(local) as client:
+                          silence_logs=logging.CRITICAL) as local, \
+                contextlib.closing(Client(local)) as client:
             yield DaskPool(client)
+
+
+def _start_method():
+    """forkserver where the OS has it: a worker is a fork of a server process that
+    has imported WORKER_IMPORTS (the server lives as long as this process)."""
+    return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+
+
+def _preload_workers():
+    """Have the forkserver import WORKER_IMPORTS before it forks the first worker."""
+    from distributed.utils import get_mp_context
+
+    context = get_mp_context()  # Dask gives the forkserver a list of its own when first asked
+    if context.get_start_method() == "forkserver":
+        context.set_forkserver_preload(WORKER_IMPORTS)
 
 
 def _quiet_dask():

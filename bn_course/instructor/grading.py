@@ -14,7 +14,10 @@ Each finished submission goes into the ledger at once (``ledger``): running the 
 command again grades only what is missing or changed.
 """
 
+import collections
+import contextlib
 import csv
+import math
 import os
 import shutil
 import time
@@ -27,7 +30,7 @@ from nbgrader.preprocessors import SaveAutoGrades
 from traitlets.utils.importstring import import_item
 
 from bn_course.instructor import report, sandbox
-from bn_course.instructor.cluster import open_pool
+from bn_course.instructor.cluster import start_pool
 from bn_course.instructor.layout import (
     AUTOGRADED_DIR,
     NBGRADER_CONFIG,
@@ -170,25 +173,29 @@ def grade(course, submissions_path, course_dir=None, *, timeout=None, jobs=1, sc
         return GradingRun([], notices, course_dir=root)
     root.mkdir(parents=True, exist_ok=True)
     _refuse_another_config(course, root)
-    copy_course(course, root)
-    _copy_submissions(gradable, root / SUBMITTED_DIR)
-    generate(course, root, sorted({s.assignment for s in gradable}), database=True)
-
     sections = {"Execute": {"timeout": timeout},
                 "ExecutePreprocessor": {"timeout": timeout}} if timeout else {}
     config = nbgrader_config(course, root, **sections)
     limits = limits or sandbox.Limits()
-    jobs = min(jobs, len(gradable))  # a cluster for one late submission is only a wait
+    ledger = Ledger(root)
+    digests = _checksums(course, config, limits, gradable)
+    todo = [s for s in gradable if force
+            or not ledger.is_done(s.student, s.assignment, digests[s.student, s.assignment])]
+    jobs = max(1, min(jobs, len(todo)))  # a cluster for one late submission is only a wait
     threads = 1 if scheduler else max(1, (os.cpu_count() or 1) // jobs)
     limits = sandbox.Limits(limits.memory_bytes, limits.wall_seconds, threads,
                             hide=(str(root), str(submitted_folder(submissions_path)),
                                   str(course.solutions)))
-    grader = _Grader(course, root, config, limits)
-    todo = [s for s in gradable if force or not grader.is_done(s)]
-    start = time.perf_counter()
-    grader.run(todo, jobs, scheduler, progress, notices)
-    seconds = time.perf_counter() - start
-    grades = _read_grades(config, gradable, grader.ledger)
+    grader = _Grader(root, config, limits, ledger, digests)
+    # A cluster takes seconds to start: it starts while the course directory is set up.
+    with start_pool(jobs, scheduler) if todo else contextlib.nullcontext() as pool:
+        copy_course(course, root)
+        _copy_submissions(gradable, root / SUBMITTED_DIR)
+        generate(course, root, sorted({s.assignment for s in gradable}), database=True)
+        start = time.perf_counter()
+        grader.run(todo, pool, progress, notices)
+    seconds = time.perf_counter() - start  # the wait for the cluster and its closing included
+    grades = _read_grades(config, gradable, ledger)
     summaries = report.class_report(root, grades)
     return GradingRun(grades, notices, summaries, root, len(gradable) - len(todo), seconds,
                       grader.own_seconds, grader.worker_seconds)
@@ -203,6 +210,18 @@ def _refuse_another_config(course, root):
                           f"folder with --course-dir DIR")
 
 
+def _checksums(course, config, limits, submissions):
+    """{(student, assignment): the checksum of the submission's files and of what else
+    its grade depends on}."""
+    settings = repr(_plain(config).get("Execute"))
+    course_prints = {assignment: fingerprint(course.source_notebook(assignment),
+                                             course.config_file, settings,
+                                             limits.memory_bytes, limits.wall_seconds)
+                     for assignment in {s.assignment for s in submissions}}
+    return {(s.student, s.assignment): checksum(s.folder, course_prints[s.assignment])
+            for s in submissions}
+
+
 def _copy_submissions(submissions, submitted):
     for submission in submissions:
         destination = submitted / submission.student / submission.assignment
@@ -212,40 +231,33 @@ def _copy_submissions(submissions, submitted):
 
 
 class _Grader:
-    """The one process that talks to the gradebook: sanitizes, hands out, records."""
+    """The one process that talks to the gradebook: sanitizes, hands out, records.
 
-    def __init__(self, course, root, config, limits):
-        self.course, self.root, self.config, self.limits = course, root, config, limits
-        self.ledger = Ledger(root)
+    ``digests``: each submission's checksum, for the ledger."""
+
+    def __init__(self, root, config, limits, ledger, digests):
+        self.root, self.config, self.limits = root, config, limits
+        self.ledger, self.digests = ledger, digests
         self.worker_steps, self.record_steps = _split_autograde_steps(config)
         self.plain_config = _plain(config)
         self.retried = set()
         self.release_ids = {}
         self.failures = 0
         self.bar = None
+        self.order = None
         self.own_seconds = 0.0
         self.worker_seconds = 0.0
 
-    def _digest(self, submission):
-        source = self.course.source_notebook(submission.assignment)
-        course_print = fingerprint(source, self.course.config_file,
-                                   repr(self.plain_config.get("Execute")),
-                                   self.limits.memory_bytes, self.limits.wall_seconds)
-        return checksum(self.root / SUBMITTED_DIR / submission.student / submission.assignment,
-                        course_print)
-
-    def is_done(self, submission):
-        return self.ledger.is_done(submission.student, submission.assignment,
-                                   self._digest(submission))
-
-    def run(self, todo, jobs, scheduler, progress, notices):
+    def run(self, todo, starting_pool, progress, notices):
+        """Grade ``todo`` on the pool that the Future ``starting_pool`` gives."""
         if not todo:
             return
-        with open_pool(jobs, scheduler) as pool, \
-                progress_bar(desc="grade", enabled=progress, unit="submission",
-                             total=len(todo)) as self.bar:
-            for submission in todo:
-                job = self._prepare(submission, notices)
+        self.order = _LongestFirst(todo)
+        pool = starting_pool.result()
+        with progress_bar(desc="grade", enabled=progress, unit="submission",
+                          total=len(todo)) as self.bar:
+            while self.order:
+                job = self._prepare(self.order.pop(), notices)
                 if job is not None:
                     pool.submit(sandbox.execute_job, job)
                 while pool.in_flight >= 2 * pool.workers + 2:  # keep the scheduler's queue short
@@ -307,6 +319,7 @@ class _Grader:
                 self._retry_once(pool, job, submission, outcome)
                 continue
             self.worker_seconds += outcome.seconds
+            self.order.learn(job.assignment, outcome.seconds)
             if outcome.problem:
                 shutil.rmtree(self._autograded(job.student, job.assignment), ignore_errors=True)
                 self._finish(submission, outcome.problem)
@@ -344,12 +357,52 @@ class _Grader:
                 nbformat.write(notebook, str(path))
 
     def _finish(self, submission, problem, final=True):
-        self.ledger.record(submission.student, submission.assignment, self._digest(submission),
-                           problem, final)
+        names = (submission.student, submission.assignment)
+        self.ledger.record(*names, self.digests[names], problem, final)
         if problem:
             self.failures += 1
             self.bar.set_postfix_str(f"not graded: {self.failures}", refresh=False)
         self.bar.update()
+
+
+class _LongestFirst:
+    """The submissions still to hand out, those expected to take longest first: the
+    last to run are then short ones, and no worker waits long for another at the end.
+
+    A submission is expected to take as long as its assignment's did so far in this
+    run (until one is back, as long as the others' on average); an assignment not
+    handed out yet comes first, to learn its time early.
+    """
+
+    def __init__(self, submissions):
+        self.waiting = {}  # assignment -> its submissions still to hand out, in order
+        for submission in submissions:
+            self.waiting.setdefault(submission.assignment, collections.deque()).append(submission)
+        self.handed_out = set()
+        self.seconds = collections.defaultdict(float)  # assignment -> seconds, summed
+        self.graded = collections.Counter()  # assignment -> submissions back
+
+    def __bool__(self):
+        return bool(self.waiting)
+
+    def pop(self):
+        assignment = max(self.waiting, key=self._expected)  # the first of equals
+        waiting = self.waiting[assignment]
+        if len(waiting) == 1:
+            del self.waiting[assignment]
+        self.handed_out.add(assignment)
+        return waiting.popleft()
+
+    def learn(self, assignment, seconds):
+        self.seconds[assignment] += seconds
+        self.graded[assignment] += 1
+
+    def _expected(self, assignment):
+        if assignment not in self.handed_out:
+            return math.inf
+        if self.graded[assignment]:
+            return self.seconds[assignment] / self.graded[assignment]
+        return sum(self.seconds.values()) / max(1, self.graded.total())
 
 
 def _split_autograde_steps(config):
