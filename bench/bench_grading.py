@@ -111,8 +111,13 @@ def breakdown(notebook, cwd):
     client = nbclient.NotebookClient(notebook, km=manager, timeout=600,
                                      resources={"metadata": {"path": str(cwd)}})
     start = time.time()
-    client.execute(env={**os.environ, "NBGRADER_EXECUTION": "autograde"}, cwd=str(cwd),
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        client.execute(env={**os.environ, "NBGRADER_EXECUTION": "autograde"}, cwd=str(cwd),
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    finally:
+        # nbclient leaves a kernel manager it was given running; stop the kernel at once,
+        # as grading's sandbox does (a run ends with its kernel gone).
+        manager.shutdown_kernel(now=True)
     total = time.time() - start
     parts = {"kernel start": 0.0, "setup": 0.0, "exercises": 0.0, "tests": 0.0, "rest": 0.0}
     first = None
