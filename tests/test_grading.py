@@ -293,6 +293,9 @@ def hostile_class(course_dir, submitted):
         "h_deleter": ("import os, shutil\nfor path in (os.getcwd(), os.path.expanduser('~'), "
                       "'..'):\n    shutil.rmtree(path, ignore_errors=True)"),
         "h_exit": "import os\nos._exit(0)",
+        # What killed notebook 10's kernel for real: `import torch` after the folder is gone.
+        "h_deleted_then_died": ("import os, shutil\nshutil.rmtree(os.getcwd())\n"
+                                "os._exit(2)"),
     }
     if sandbox.namespace_flags():  # what only a mount namespace contains
         attacks["h_escaper"] = (
@@ -323,6 +326,8 @@ def test_hostile_submissions_are_contained_and_change_no_other_grade(toy, sequen
     assert "ignored the interrupt" in grades["h_sleeper"].problem
     assert "wall-time cap of 10 s" in grades["h_slow"].problem  # 3 calls of 4 s
     assert "the kernel died" in grades["h_exit"].problem
+    assert "deleted its own folder" in grades["h_deleted_then_died"].problem
+    assert "deleted its own folder" not in grades["h_exit"].problem
     survivors = subprocess.run(["pgrep", "-f", f"sleep {MARK}"], capture_output=True, text=True,
                                check=False)
     assert survivors.stdout == "", "the fork bomb's children outlived the grading"

@@ -149,10 +149,11 @@ def _run_steps(notebook, name, work, scratch, job):
 class _Kernel:
     """A kernel manager and what the watchdog saw."""
 
-    def __init__(self, manager, log, limits):
+    def __init__(self, manager, log, limits, work):
         self.manager = manager
         self.log = log
         self.limits = limits
+        self.work = work  # the submission's folder, the kernel's working directory
         self.out_of_time = threading.Event()
 
     def kill(self):
@@ -178,6 +179,10 @@ class _Kernel:
                  if line.strip()] if self.log.is_file() else []
         if any("MemoryError" in line or "Cannot allocate" in line for line in lines):
             return f"the kernel died: it ran out of memory (cap {_size(self.limits)})"
+        if not self.work.is_dir():
+            # e.g. torch, imported after that, exits the process: it cannot load its library.
+            return ("the kernel died after the notebook deleted its own folder (its working "
+                    "directory): what it loaded next could not be found")
         return ("the kernel died (the code exited the process, e.g. os._exit or sys.exit in "
                 "a thread, or crashed)")
 
@@ -202,7 +207,7 @@ def contained_kernel(work, scratch, limits, config):
     manager.containment = {"env": scrubbed_environment(home, limits.threads), "work": work,
                            "log": log_file, "limits": limits,
                            "prefix": namespace_prefix(_hideable(limits.hide, scratch))}
-    kernel = _Kernel(manager, log, limits)
+    kernel = _Kernel(manager, log, limits, Path(work))
     timer = None
     if limits.wall_seconds:
         timer = threading.Timer(limits.wall_seconds, kernel.time_is_up)
