@@ -333,6 +333,29 @@ def test_hostile_submissions_are_contained_and_change_no_other_grade(toy, sequen
     assert survivors.stdout == "", "the fork bomb's children outlived the grading"
 
 
+def live_children():
+    """The pids of this test process's live child processes (Linux)."""
+    found = set()
+    for task in os.listdir(f"/proc/{os.getpid()}/task"):
+        with open(f"/proc/{os.getpid()}/task/{task}/children") as f:
+            found |= set(f.read().split())
+    return {pid for pid in found if Path(f"/proc/{pid}").exists()
+            and Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"}  # Z: zombie
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_local_cluster_leaves_no_process_behind(toy, tmp_path):
+    """Its workers, the forkserver they were forked from and multiprocessing's resource
+    tracker are gone when grading ends."""
+    before = live_children()
+    submitted = write_class(tmp_path / "class", CLASS)
+    run = grading.grade(toy, submitted, course_dir=tmp_path / "graded", timeout=TIMEOUT, jobs=2)
+    assert all(g.problem is None for g in run.grades)
+    left = {pid: Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
+            for pid in live_children() - before}
+    assert left == {}
+
+
 @pytest.mark.parametrize("namespaces", [True, False], ids=["namespaces", "no-namespaces"])
 def test_the_kernel_sees_no_secret_of_the_grader(toy, tmp_path, monkeypatch, namespaces):
     """With the namespaces, and without them (where the OS refuses them)."""

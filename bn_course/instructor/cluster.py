@@ -125,9 +125,10 @@ def open_pool(jobs=1, scheduler=None):
                 yield DaskPool(client)
             return
         _preload_workers()
-        with LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True,
-                          dashboard_address=None, memory_limit=0,
-                          silence_logs=logging.CRITICAL) as local, \
+        with _stopping_helper_processes(), \
+                LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True,
+                             dashboard_address=None, memory_limit=0,
+                             silence_logs=logging.CRITICAL) as local, \
                 contextlib.closing(Client(local)) as client:
             yield DaskPool(client)
 
@@ -145,6 +146,26 @@ def _preload_workers():
     context = get_mp_context()  # Dask gives the forkserver a list of its own when first asked
     if context.get_start_method() == "forkserver":
         context.set_forkserver_preload(WORKER_IMPORTS)
+
+
+@contextlib.contextmanager
+def _stopping_helper_processes():
+    """Starting workers also starts multiprocessing's forkserver and resource tracker,
+    which would outlive the cluster: stop those that were not running before, so that
+    grading leaves no process behind. (``_stop`` is what multiprocessing's own tests
+    use; a later cluster starts them again.)"""
+    from multiprocessing import forkserver, resource_tracker
+
+    server, tracker = forkserver._forkserver, resource_tracker._resource_tracker
+    server_was_running, tracker_was_running = (server._forkserver_pid is not None,
+                                               tracker._pid is not None)
+    try:
+        yield
+    finally:
+        if not server_was_running:
+            server._stop()
+        if not tracker_was_running:  # after the server, which holds a link to it
+            tracker._stop()
 
 
 def _quiet_dask():
