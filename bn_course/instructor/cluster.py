@@ -135,7 +135,7 @@ def open_pool(jobs=1, scheduler=None):
 
 def _start_method():
     """forkserver where the OS has it: a worker is a fork of a server process that
-    has imported WORKER_IMPORTS (the server lives as long as this process)."""
+    has imported WORKER_IMPORTS (the server is stopped with the cluster)."""
     return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 
 
